@@ -1,0 +1,1320 @@
+/*
+ * main.c - the mecorch command line.  Parses arguments, then calls the core
+ * library; every subcommand is one row of the `commands` table below, the
+ * single place to see what exists.  Exit codes: docs/cli.md.
+ */
+#include "common.h"
+#include "exec.h"
+#include "graph.h"
+#include "loop.h"
+#include "plan.h"
+#include "planner.h"
+#include "render.h"
+#include "runtime.h"
+#include "sandbox.h"
+#include "secret.h"
+#include "source.h"
+#include "state.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Option bits: which flags a command accepts. */
+enum {
+	F_STATE = 1 << 0,  /* --state */
+	F_VARS = 1 << 1,   /* --var, --var-file */
+	F_RUN = 1 << 2,    /* --parallelism, --fail-fast, limits, http settings */
+	F_JSON = 1 << 3,   /* --json */
+	F_PLAN = 1 << 4,   /* --out, --detailed-exitcode, --destroy */
+	F_APPROVE = 1 << 5,/* --auto-approve */
+	F_REFRESH = 1 << 6,/* --refresh */
+	F_SRC = 1 << 7,    /* --lock-file, --cache-dir */
+	F_UPGRADE = 1 << 8,/* --upgrade */
+	F_SENS = 1 << 9,   /* --show-sensitive */
+	F_DETAIL = 1 << 10,/* --detailed-exitcode alone (refresh) */
+};
+
+typedef struct cli {
+	const char *cmd;
+	const char *state_path;
+	const char *plan_path;
+	const char *out_path;
+	const char *lock_path;
+	const char *cache_dir;
+	json_t *vars;
+	int parallelism, fail_fast, json, color, auto_approve, detailed, destroy, refresh, upgrade;
+	int show_sensitive, lease_s;
+	mo_sandbox_limits limits;
+	mo_rt rt;
+	mo_state *st;
+	mo_sources *src;
+	mo_plan *p;
+	int tty;
+	int64_t t0, last_status;
+	size_t status_len;
+	char **args;
+	int nargs;
+} cli;
+
+static volatile sig_atomic_t interrupted;
+static mo_loop *signal_loop;
+
+static void on_sigint(int sig)
+{
+	static const char msg[] = "\nInterrupt received: finishing the actions in flight "
+				  "(press Ctrl-C again to stop at once).\n";
+	(void)sig;
+	if (interrupted) {
+		static const char hard[] = "\nStopped at once; the next run resolves what was in flight.\n";
+		if (write(2, hard, sizeof(hard) - 1) < 0) {
+		}
+		_exit(130);
+	}
+	interrupted = 1;
+	if (write(2, msg, sizeof(msg) - 1) < 0) {
+	}
+	if (signal_loop)
+		mo_loop_wakeup(signal_loop);
+}
+
+/* ---- output helpers ----------------------------------------------------- */
+
+static void clear_status(cli *c)
+{
+	if (c->tty && c->status_len) {
+		fprintf(stderr, "\r\033[K");
+		c->status_len = 0;
+	}
+}
+
+static void json_line(json_t *ev)
+{
+	char *s;
+	json_object_set_new(ev, "ts_ms", json_integer(mo_now_ms()));
+	s = json_dumps(ev, JSON_COMPACT);
+	json_decref(ev);
+	if (s) {
+		printf("%s\n", s);
+		fflush(stdout);
+		free(s);
+	}
+}
+
+static int fail(cli *c, int rc)
+{
+	const mo_error *e = mo_error_last();
+	clear_status(c);
+	if (c->json)
+		json_line(json_pack("{s:s,s:s,s:s,s:i}", "type", "error", "code", mo_code_name(rc), "message",
+				    e->message[0] ? e->message : mo_code_name(rc), "exit", mo_code_exit_status(rc)));
+	else
+		fprintf(stderr, "%serror:%s %s\n", c->color ? "\033[31;1m" : "", c->color ? "\033[0m" : "",
+			e->message[0] ? e->message : mo_code_name(rc));
+	return mo_code_exit_status(rc);
+}
+
+static void on_log(void *ud, const char *who, const char *level, const char *msg)
+{
+	cli *c = ud;
+	const char *want = getenv("MECORCH_LOG");
+	if (!strcmp(level, "debug") && !(want && !strcmp(want, "debug")))
+		return;
+	if (c->json) {
+		json_line(json_pack("{s:s,s:s,s:s,s:s}", "type", "log", "who", who, "level", level, "message", msg));
+		return;
+	}
+	clear_status(c);
+	fprintf(stderr, "%s: %s: %s\n", who, level, msg);
+}
+
+static void on_event(void *ud, const mo_event *ev)
+{
+	cli *c = ud;
+	int64_t now = mo_now_ms();
+	if (c->json) {
+		json_t *j = json_pack("{s:s,s:s?,s:s?,s:I,s:I,s:I}", "type", ev->type, "address", ev->address,
+				      "action", ev->action, "done", (json_int_t)ev->done, "total",
+				      (json_int_t)ev->total, "in_flight", (json_int_t)ev->inflight);
+		if (ev->message)
+			json_object_set_new(j, "message", json_string(ev->message));
+		if (!strcmp(ev->type, "ok") || !strcmp(ev->type, "error"))
+			json_object_set_new(j, "elapsed_ms", json_integer(ev->elapsed_ms));
+		json_line(j);
+		return;
+	}
+	clear_status(c);
+	if (!strcmp(ev->type, "ok"))
+		fprintf(stderr, "%s%s%s: %s done in %.2fs\n", c->color ? "\033[32m" : "", ev->address,
+			c->color ? "\033[0m" : "", ev->action, ev->elapsed_ms / 1000.0);
+	else if (!strcmp(ev->type, "error"))
+		fprintf(stderr, "%s%s: %s failed%s:\n  %s\n", c->color ? "\033[31m" : "", ev->address,
+			ev->action, c->color ? "\033[0m" : "", ev->message);
+	else if (!strcmp(ev->type, "skip"))
+		fprintf(stderr, "%s: %s\n", ev->address, ev->message);
+	else if (!strcmp(ev->type, "drift"))
+		fprintf(stderr, "%s: drift detected (%s)\n", ev->address, ev->message);
+	else if (!strcmp(ev->type, "recover"))
+		fprintf(stderr, "%s: pending operation of an interrupted run resolved (%s)\n", ev->address,
+			ev->message);
+	else if (!strcmp(ev->type, "start") && !c->tty)
+		fprintf(stderr, "%s: %s...\n", ev->address, ev->action);
+	if (c->tty && (now - c->last_status >= 100 || ev->done == ev->total)) {
+		char line[160];
+		c->last_status = now;
+		c->status_len = (size_t)snprintf(line, sizeof(line), "[%zu/%zu] %zu in flight, %.1fs",
+						 ev->done, ev->total, ev->inflight, (now - c->t0) / 1000.0);
+		fprintf(stderr, "%s%s%s", c->color ? "\033[2m" : "", line, c->color ? "\033[0m" : "");
+	}
+}
+
+/* ---- set-up and tear-down --------------------------------------------------- */
+
+static int open_state(cli *c, const char *operation)
+{
+	int rc;
+	mo_lock_info holder;
+	memset(&holder, 0, sizeof(holder));
+	if ((rc = mo_state_open(&c->st, c->state_path)) < 0)
+		return rc;
+	if (operation && (rc = mo_state_lock(c->st, operation, c->lease_s, &holder)) < 0) {
+		mo_lock_info_clear(&holder);
+		return rc;
+	}
+	mo_lock_info_clear(&holder);
+	return 0;
+}
+
+static int open_sources(cli *c, int mode)
+{
+	mo_source_opts so;
+	char *dir = NULL, *slash;
+	int rc;
+	memset(&so, 0, sizeof(so));
+	dir = mo_strdup(c->plan_path ? c->plan_path : ".");
+	if ((slash = strrchr(dir, '/')))
+		*slash = '\0';
+	else
+		strcpy(dir, ".");
+	so.plan_dir = dir;
+	so.lock_path = c->lock_path;
+	so.cache_dir = c->cache_dir;
+	so.mode = mode;
+	rc = mo_sources_open(&c->src, &so);
+	mo_free(dir);
+	return rc;
+}
+
+static int load_plan(cli *c, int skip_declare)
+{
+	mo_plan_opts po;
+	memset(&po, 0, sizeof(po));
+	po.path = c->plan_path;
+	po.vars = c->vars;
+	po.rt = &c->rt;
+	po.sources = c->src;
+	po.limits = &c->limits;
+	po.skip_declare = skip_declare;
+	return mo_plan_load(&c->p, &po);
+}
+
+static void exec_opts(cli *c, mo_exec_opts *o)
+{
+	mo_exec_opts_defaults(o);
+	o->parallelism = c->parallelism;
+	o->fail_fast = c->fail_fast;
+	o->lease_s = c->lease_s;
+	o->on_event = on_event;
+	o->ud = c;
+}
+
+static int recover(cli *c)
+{
+	mo_exec_opts o;
+	size_t n = 0;
+	int rc;
+	exec_opts(c, &o);
+	if ((rc = mo_exec_recover(c->st, c->p, c->src, &c->rt, &o, &n)) < 0)
+		return mo_error_prefix("resolving operations left pending by an interrupted run");
+	return 0;
+}
+
+/* State records to plan against: refreshed from the modules, or as stored. */
+static int current_records(cli *c, mo_resource ***list, size_t *n, json_t **drift)
+{
+	mo_exec_opts o;
+	*drift = NULL;
+	if (c->refresh) {
+		exec_opts(c, &o);
+		return mo_exec_refresh(c->st, c->p, c->src, &c->rt, &o, 0, list, n, drift);
+	}
+	return mo_state_list(c->st, list, n);
+}
+
+static int make_changes(cli *c, mo_changeset **cs, mo_resource **list, size_t n)
+{
+	unsigned char key[32];
+	mo_planner_opts po;
+	int rc;
+	memset(&po, 0, sizeof(po));
+	po.destroy = c->destroy;
+	po.rt = &c->rt;
+	po.sources = c->src;
+	po.limits = &c->limits;
+	if ((rc = mo_state_secret_key(c->st, key)) < 0)
+		return rc;
+	rc = mo_planner_run(cs, c->p, list, n, key, &po);
+	if (rc < 0)
+		mo_resource_list_free(list, n);
+	return rc;
+}
+
+static void print_plan(cli *c, mo_changeset *cs)
+{
+	if (c->json) {
+		json_t *doc = mo_render_plan_json(cs);
+		json_object_set_new(doc, "type", json_string("plan"));
+		json_line(doc);
+	} else {
+		mo_buf b = MO_BUF_INIT;
+		mo_render_opts ro = { c->color, 0 };
+		mo_render_plan_text(cs, &ro, &b);
+		fputs(b.ptr ? b.ptr : "", stdout);
+		fflush(stdout);
+		mo_buf_free(&b);
+	}
+}
+
+/* ---- saved plans ---------------------------------------------------------- */
+
+static int is_saved_plan(const char *path)
+{
+	char *data = NULL;
+	size_t len;
+	int yes = 0;
+	if (mo_file_read(&data, &len, path) < 0)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		if (data[i] == ' ' || data[i] == '\n' || data[i] == '\t' || data[i] == '\r')
+			continue;
+		yes = data[i] == '{';
+		break;
+	}
+	mo_free(data);
+	return yes;
+}
+
+static int write_saved_plan(cli *c, mo_changeset *cs, mo_resource **list, size_t n)
+{
+	json_t *doc = json_object(), *vars = json_object(), *recs = json_object();
+	char digest[65], *s;
+	unsigned char key[32];
+	int rc;
+	mo_state_secret_key(c->st, key);
+	for (size_t i = 0; i < c->p->nvars; i++) {
+		json_t *v = json_object_get(c->p->var_values, c->p->vars[i].name);
+		if (!v)
+			continue;
+		json_object_set_new(vars, c->p->vars[i].name,
+				    c->p->vars[i].sensitive ? mo_secret_hash(key, v) : json_incref(v));
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_object_set_new(recs, list[i]->address,
+				    json_pack("{s:s?,s:O?,s:O?}", "id", list[i]->id, "props", list[i]->props,
+					      "outputs", list[i]->outputs));
+	}
+	mo_render_digest(cs, digest);
+	json_object_set_new(doc, "format", json_string("mecorch-plan"));
+	json_object_set_new(doc, "format_version", json_integer(1));
+	json_object_set_new(doc, "plan", json_string(c->p->path));
+	json_object_set_new(doc, "lineage", json_string(mo_state_lineage(c->st)));
+	json_object_set_new(doc, "serial", json_integer(mo_state_serial(c->st)));
+	json_object_set_new(doc, "destroy", json_boolean(c->destroy));
+	json_object_set_new(doc, "refresh", json_boolean(c->refresh));
+	json_object_set_new(doc, "variables", vars);
+	json_object_set_new(doc, "prior", recs);
+	json_object_set_new(doc, "digest", json_string(digest));
+	json_object_set_new(doc, "changes", mo_render_plan_json(cs));
+	s = json_dumps(doc, JSON_INDENT(1) | JSON_SORT_KEYS);
+	json_decref(doc);
+	if (!s)
+		return mo_error_set(MO_ENOMEM, "out of memory");
+	rc = mo_file_write_atomic(c->out_path, s, strlen(s));
+	free(s);
+	return rc;
+}
+
+/* Load a saved plan: sets plan path, vars, destroy; returns the document. */
+static int read_saved_plan(cli *c, const char *path, json_t **out)
+{
+	json_error_t jerr;
+	json_t *doc = json_load_file(path, 0, &jerr), *vars;
+	const char *k;
+	json_t *v;
+	if (!doc)
+		return mo_error_set(MO_EINVAL, "%s:%d: not a saved plan: %s", path, jerr.line, jerr.text);
+	if (!json_is_string(json_object_get(doc, "format")) || strcmp(json_string_value(json_object_get(doc, "format")), "mecorch-plan") ||
+	    json_integer_value(json_object_get(doc, "format_version")) != 1) {
+		json_decref(doc);
+		return mo_error_set(MO_EINVAL, "%s: not a mecorch saved plan (format mecorch-plan, version 1)",
+				    path);
+	}
+	c->plan_path = json_string_value(json_object_get(doc, "plan"));
+	c->destroy = json_is_true(json_object_get(doc, "destroy"));
+	vars = json_object_get(doc, "variables");
+	json_object_foreach(vars, k, v) {
+		if (mo_secret_is_hash(v)) {
+			if (!json_object_get(c->vars, k)) {
+				char *env = mo_sprintf("MECORCH_VAR_%s", k);
+				int have = env && getenv(env);
+				mo_free(env);
+				if (!have) {
+					json_decref(doc);
+					return mo_error_set(MO_EINVAL, "%s: sensitive variable '%s' is not stored in "
+							    "saved plans: pass it again with --var or "
+							    "MECORCH_VAR_%s", path, k, k);
+				}
+			}
+			continue;
+		}
+		if (json_object_get(c->vars, k)) {
+			json_decref(doc);
+			return mo_error_set(MO_EINVAL, "%s: variable '%s' is fixed by the saved plan; "
+					    "make a new plan to change it", path, k);
+		}
+		json_object_set(c->vars, k, v);
+	}
+	*out = doc;
+	return 0;
+}
+
+/* The saved prior records as state records. */
+static int saved_records(cli *c, json_t *doc, mo_resource ***list, size_t *n)
+{
+	json_t *prior = json_object_get(doc, "prior");
+	int rc;
+	if ((rc = mo_state_list(c->st, list, n)) < 0)
+		return rc;
+	for (size_t i = 0; i < *n; i++) {
+		json_t *p = json_object_get(prior, (*list)[i]->address);
+		if (!p) {
+			if (json_is_true(json_object_get(doc, "refresh")))
+				(*list)[i]->status = -1; /* was gone at plan time: dropped below */
+			continue;
+		}
+		json_decref((*list)[i]->props);
+		json_decref((*list)[i]->outputs);
+		(*list)[i]->props = json_incref(json_object_get(p, "props"));
+		(*list)[i]->outputs = json_incref(json_object_get(p, "outputs"));
+	}
+	for (size_t i = 0; i < *n;) {
+		if ((*list)[i]->status == -1) {
+			mo_resource_free((*list)[i]);
+			memmove(&(*list)[i], &(*list)[i + 1], (*n - i - 1) * sizeof(**list));
+			(*n)--;
+		} else {
+			i++;
+		}
+	}
+	return 0;
+}
+
+static void print_drift(cli *c, json_t *drift)
+{
+	size_t i;
+	json_t *d;
+	if (c->json) {
+		json_line(json_pack("{s:s,s:O}", "type", "drift", "resources", drift ? drift : json_array()));
+		return;
+	}
+	if (!drift || json_array_size(drift) == 0) {
+		printf("No drift: every resource matches what its module reads back.\n");
+		return;
+	}
+	printf("Drift: %zu resource(s) differ from what the state recorded:\n", json_array_size(drift));
+	json_array_foreach(drift, i, d) {
+		char *ch = mo_render_value(json_object_get(d, "changes"), 200);
+		printf("  %s: %s%s%s\n", json_string_value(json_object_get(d, "address")),
+		       json_string_value(json_object_get(d, "kind")), ch && strcmp(ch, "null") ? " " : "",
+		       ch && strcmp(ch, "null") ? ch : "");
+		mo_free(ch);
+	}
+}
+
+static int confirm(cli *c, const char *what)
+{
+	char line[64];
+	if (c->auto_approve)
+		return 0;
+	if (!isatty(0))
+		return mo_error_set(MO_EINVAL, "%s needs --auto-approve when standard input is not a terminal",
+				    what);
+	printf("\nDo you want to perform these actions?\n  Only 'yes' will be accepted: ");
+	fflush(stdout);
+	if (!fgets(line, sizeof(line), stdin) || strcmp(line, "yes\n"))
+		return mo_error_set(MO_EINVAL, "%s cancelled", what);
+	return 0;
+}
+
+static int print_result(cli *c, mo_exec_result *r, int rc)
+{
+	clear_status(c);
+	if (c->json) {
+		json_line(json_pack("{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:I,s:b,s:O}", "type", "summary",
+				    "created", (int)r->created, "updated", (int)r->updated, "replaced",
+				    (int)r->replaced, "deleted", (int)r->deleted, "unchanged", (int)r->noop,
+				    "failed", (int)r->failed, "skipped", (int)r->skipped, "elapsed_ms",
+				    (json_int_t)r->elapsed_ms, "cpu_us", (json_int_t)r->cpu_us,
+				    "interrupted", r->interrupted, "errors", r->errors));
+		if (r->outputs && json_object_size(r->outputs)) {
+			json_t *o = json_deep_copy(r->outputs), *v;
+			const char *k;
+			json_object_foreach(o, k, v) if (json_is_true(json_object_get(v, "sensitive")))
+				json_object_set_new(v, "value", json_null());
+			json_line(json_pack("{s:s,s:o}", "type", "outputs", "outputs", o));
+		}
+	} else {
+		size_t i;
+		json_t *e;
+		printf("\n%s%s:%s %zu created, %zu updated, %zu replaced, %zu destroyed, %zu failed, "
+		       "%zu not applied, in %.2fs.\n",
+		       c->color ? "\033[1m" : "", rc == 0 ? "Apply complete" : "Apply incomplete",
+		       c->color ? "\033[0m" : "", r->created, r->updated, r->replaced, r->deleted,
+		       r->failed, r->skipped, r->elapsed_ms / 1000.0);
+		json_array_foreach(r->errors, i, e) {
+			const char *tb = json_string_value(json_object_get(e, "traceback"));
+			fprintf(stderr, "\n%s: %s\n", json_string_value(json_object_get(e, "address")),
+				json_string_value(json_object_get(e, "message")));
+			if (tb)
+				fprintf(stderr, "%s\n", tb);
+		}
+		if (r->outputs && json_object_size(r->outputs)) {
+			mo_buf b = MO_BUF_INIT;
+			mo_render_outputs_text(r->outputs, 0, &b);
+			printf("\nOutputs:\n\n%s", b.ptr ? b.ptr : "");
+			mo_buf_free(&b);
+		}
+	}
+	return rc;
+}
+
+/* ---- commands --------------------------------------------------------------- */
+
+/* plan, apply and destroy share this. mode: 0 plan, 1 apply, 2 destroy */
+static int run_plan_apply(cli *c, int mode)
+{
+	mo_changeset *cs = NULL;
+	mo_resource **list = NULL;
+	size_t n = 0;
+	json_t *drift = NULL, *saved = NULL;
+	mo_exec_result res;
+	mo_exec_opts eo;
+	int rc, pending;
+	int64_t serial_before;
+	memset(&res, 0, sizeof(res));
+	if (mode == 2)
+		c->destroy = 1;
+	if (mode == 1 && c->plan_path && is_saved_plan(c->plan_path)) {
+		const char *file = c->plan_path;
+		if ((rc = read_saved_plan(c, file, &saved)) < 0)
+			return fail(c, rc);
+		c->refresh = 0;
+	}
+	if ((rc = open_sources(c, MO_SOURCES_LOCKED)) < 0 ||
+	    (rc = open_state(c, mode == 0 ? "plan" : mode == 1 ? "apply" : "destroy")) < 0 ||
+	    (rc = load_plan(c, 0)) < 0)
+		goto done;
+	if (saved && (strcmp(json_string_value(json_object_get(saved, "lineage")) ? json_string_value(json_object_get(saved, "lineage")) : "",
+			     mo_state_lineage(c->st)) ||
+		      json_integer_value(json_object_get(saved, "serial")) != mo_state_serial(c->st))) {
+		rc = mo_error_set(MO_ESTALE, "the state changed since the plan was saved (serial %lld, now "
+				  "%lld): make a new plan", (long long)json_integer_value(json_object_get(saved, "serial")),
+				  (long long)mo_state_serial(c->st));
+		goto done;
+	}
+	serial_before = mo_state_serial(c->st);
+	if ((rc = recover(c)) < 0)
+		goto done;
+	if (saved && mo_state_serial(c->st) != serial_before) {
+		rc = mo_error_set(MO_ESTALE, "operations of an interrupted run were resolved, so the state "
+				  "changed since the plan was saved: make a new plan");
+		goto done;
+	}
+	if (saved)
+		rc = saved_records(c, saved, &list, &n);
+	else if (mode == 2 && c->refresh)
+		rc = mo_state_list(c->st, &list, &n);
+	else
+		rc = current_records(c, &list, &n, &drift);
+	if (rc < 0)
+		goto done;
+	if (drift && json_array_size(drift) && !c->json)
+		print_drift(c, drift);
+	if (mode == 0 && c->out_path) {
+		/* the saved plan records the prior values it was computed from */
+		mo_resource **copy = mo_calloc(n + 1, sizeof(*copy));
+		for (size_t i = 0; copy && i < n; i++)
+			mo_resource_dup(&copy[i], list[i]);
+		if ((rc = make_changes(c, &cs, list, n)) < 0) {
+			mo_resource_list_free(copy, n);
+			goto done;
+		}
+		rc = write_saved_plan(c, cs, copy, n);
+		mo_resource_list_free(copy, n);
+		if (rc < 0)
+			goto done;
+	} else if ((rc = make_changes(c, &cs, list, n)) < 0) {
+		goto done;
+	}
+	list = NULL;
+	if (saved) {
+		char digest[65];
+		mo_render_digest(cs, digest);
+		if (strcmp(digest, json_string_value(json_object_get(saved, "digest")) ? json_string_value(json_object_get(saved, "digest")) : "")) {
+			rc = mo_error_set(MO_ESTALE, "the plan's inputs (plan file, modules or variables) "
+					  "changed since the plan was saved: make a new plan");
+			goto done;
+		}
+	}
+	pending = cs->n_create + cs->n_update + cs->n_replace + cs->n_delete > 0;
+	if (!saved)
+		print_plan(c, cs);
+	if (mode == 0) {
+		if (c->out_path && !c->json)
+			printf("\nSaved the plan to %s. Apply exactly this plan with: mecorch apply %s\n",
+			       c->out_path, c->out_path);
+		rc = 0;
+		mo_changeset_free(cs);
+		cs = NULL;
+		goto done_pending;
+	}
+	if (!pending) {
+		if (!c->json && c->p && !c->destroy)
+			printf("\n");
+	} else if ((rc = confirm(c, mode == 2 ? "destroy" : "apply")) < 0) {
+		goto done;
+	}
+	exec_opts(c, &eo);
+	c->t0 = mo_now_ms();
+	rc = mo_exec_apply(cs, c->destroy ? NULL : c->p, c->st, &c->rt, &eo, &res);
+	if (rc == MO_EFAILED || rc == MO_EINTR || rc == 0) {
+		print_result(c, &res, rc);
+		if (rc != 0)
+			fail(c, rc);
+		goto done_result;
+	}
+done:
+	mo_changeset_free(cs);
+	mo_resource_list_free(list, n);
+	json_decref(drift);
+	json_decref(saved);
+	mo_exec_result_clear(&res);
+	return rc < 0 ? fail(c, rc) : 0;
+done_result:
+	mo_changeset_free(cs);
+	json_decref(drift);
+	json_decref(saved);
+	mo_exec_result_clear(&res);
+	return rc < 0 ? mo_code_exit_status(rc) : 0;
+done_pending:
+	json_decref(drift);
+	json_decref(saved);
+	return c->detailed && pending ? 2 : 0;
+}
+
+static int cmd_plan(cli *c) { return run_plan_apply(c, 0); }
+static int cmd_apply(cli *c) { return run_plan_apply(c, 1); }
+static int cmd_destroy(cli *c) { return run_plan_apply(c, 2); }
+
+static int cmd_validate(cli *c)
+{
+	int rc;
+	if ((rc = open_sources(c, MO_SOURCES_LOCKED)) < 0 || (rc = load_plan(c, 0)) < 0)
+		return fail(c, rc);
+	if (c->json)
+		json_line(json_pack("{s:s,s:b,s:i,s:i}", "type", "validate", "valid", 1, "modules",
+				    (int)c->p->ninsts, "resources", (int)c->p->nres));
+	else
+		printf("The plan is valid: %zu module instance(s), %zu resource(s), %zu output(s).\n",
+		       c->p->ninsts, c->p->nres, json_object_size(c->p->outputs));
+	return 0;
+}
+
+static int cmd_init(cli *c)
+{
+	int rc;
+	if ((rc = open_sources(c, c->upgrade ? MO_SOURCES_UPGRADE : MO_SOURCES_INIT)) < 0 ||
+	    (rc = load_plan(c, 1)) < 0 || (rc = mo_sources_commit(c->src)) < 0)
+		return fail(c, rc);
+	for (size_t i = 0; i < c->p->ninsts; i++) {
+		mo_instance *in = c->p->insts[i];
+		if (c->json)
+			json_line(json_pack("{s:s,s:s,s:s,s:s?,s:s}", "type", "module", "name", in->name,
+					    "source", in->source, "version", in->version, "pinned", in->pinned));
+		else
+			printf("module %s: %s%s%s\n  -> %s\n", in->name, in->source, in->version ? " " : "",
+			       in->version ? in->version : "", in->pinned);
+	}
+	if (!c->json)
+		printf("mecorch is initialised: %zu module(s) resolved.\n", c->p->ninsts);
+	return 0;
+}
+
+static int cmd_refresh(cli *c)
+{
+	mo_resource **list = NULL;
+	size_t n = 0;
+	json_t *drift = NULL;
+	mo_exec_opts o;
+	int rc;
+	if ((rc = open_sources(c, MO_SOURCES_LOCKED)) < 0 || (rc = open_state(c, "refresh")) < 0 ||
+	    (rc = load_plan(c, 0)) < 0 || (rc = recover(c)) < 0)
+		return fail(c, rc);
+	exec_opts(c, &o);
+	c->t0 = mo_now_ms();
+	if ((rc = mo_exec_refresh(c->st, c->p, c->src, &c->rt, &o, 1, &list, &n, &drift)) < 0)
+		return fail(c, rc);
+	clear_status(c);
+	print_drift(c, drift);
+	rc = json_array_size(drift) > 0;
+	mo_resource_list_free(list, n);
+	json_decref(drift);
+	return c->detailed && rc ? 2 : 0;
+}
+
+static void print_resource(cli *c, const mo_resource *r, int full)
+{
+	if (c->json) {
+		json_t *j = json_pack("{s:s,s:s,s:s,s:s?,s:s?,s:s,s:O?,s:O?,s:O?,s:I}", "address", r->address,
+				      "module", r->module, "type", r->type, "id", r->id, "source", r->source,
+				      "status", r->status == MO_RES_TAINTED ? "tainted"
+						: r->status == MO_RES_DEPOSED ? "deposed" : "ok",
+				      "props", full ? r->props : NULL, "outputs", full ? r->outputs : NULL,
+				      "depends_on", full ? r->deps : NULL, "serial", (json_int_t)r->serial);
+		json_line(j);
+		return;
+	}
+	if (!full) {
+		printf("%s%s\n", r->address, r->status == MO_RES_TAINTED ? " (tainted)" : "");
+		return;
+	}
+	{
+		char *props = mo_render_value(r->props, 0), *outs = mo_render_value(r->outputs, 0);
+		char *deps = mo_render_value(r->deps, 0);
+		printf("# %s\n  id      = %s\n  module  = %s (%s)\n  type    = %s\n  status  = %s\n"
+		       "  props   = %s\n  outputs = %s\n  depends = %s\n\n",
+		       r->address, r->id ? r->id : "", r->module, r->source ? r->source : "", r->type,
+		       r->status == MO_RES_TAINTED ? "tainted" : r->status == MO_RES_DEPOSED ? "deposed" : "ok",
+		       props, outs, deps);
+		mo_free(props);
+		mo_free(outs);
+		mo_free(deps);
+	}
+}
+
+static int cmd_show(cli *c)
+{
+	mo_resource **list = NULL;
+	size_t n = 0;
+	int rc;
+	if (c->nargs > 0) {
+		json_t *doc;
+		json_error_t jerr;
+		if (!(doc = json_load_file(c->args[0], 0, &jerr)))
+			return fail(c, mo_error_set(MO_EINVAL, "%s: not a saved plan: %s", c->args[0], jerr.text));
+		if (c->json) {
+			json_t *ch = json_incref(json_object_get(doc, "changes"));
+			json_decref(doc);
+			json_object_set_new(ch, "type", json_string("plan"));
+			json_line(ch);
+		} else {
+			size_t i;
+			json_t *x;
+			json_t *ch = json_object_get(doc, "changes");
+			printf("Saved plan of %s (state serial %lld):\n",
+			       json_string_value(json_object_get(doc, "plan")),
+			       (long long)json_integer_value(json_object_get(doc, "serial")));
+			json_array_foreach(json_object_get(ch, "resource_changes"), i, x) {
+				json_t *acts = json_object_get(json_object_get(x, "change"), "actions");
+				char *a = mo_render_value(acts, 40);
+				if (strcmp(a, "[\"no-op\"]"))
+					printf("  %-20s %s\n", a, json_string_value(json_object_get(x, "address")));
+				mo_free(a);
+			}
+			json_decref(doc);
+		}
+		return 0;
+	}
+	if ((rc = open_state(c, NULL)) < 0 || (rc = mo_state_list(c->st, &list, &n)) < 0)
+		return fail(c, rc);
+	if (!c->json)
+		printf("State %s: lineage %s, serial %lld, %zu resource(s).\n\n", c->state_path,
+		       mo_state_lineage(c->st), (long long)mo_state_serial(c->st), n);
+	for (size_t i = 0; i < n; i++)
+		print_resource(c, list[i], 1);
+	mo_resource_list_free(list, n);
+	return 0;
+}
+
+static int cmd_output(cli *c)
+{
+	json_t *outs = NULL;
+	int rc;
+	if ((rc = open_state(c, NULL)) < 0 || (rc = mo_state_outputs_get(c->st, &outs)) < 0)
+		return fail(c, rc);
+	if (c->nargs > 0) {
+		json_t *o = json_object_get(outs, c->args[0]);
+		char *s;
+		if (!o) {
+			json_decref(outs);
+			return fail(c, mo_error_set(MO_ENOTFOUND, "no output named '%s'", c->args[0]));
+		}
+		s = json_is_true(json_object_get(o, "sensitive")) ? mo_strdup("(sensitive)")
+			: c->json ? json_dumps(json_object_get(o, "value"), JSON_ENCODE_ANY | JSON_COMPACT)
+			: json_is_string(json_object_get(o, "value")) ? mo_strdup(json_string_value(json_object_get(o, "value")))
+			: mo_render_value(json_object_get(o, "value"), 0);
+		printf("%s\n", s ? s : "");
+		free(s);
+	} else if (c->json) {
+		char *s = json_dumps(outs, JSON_INDENT(2) | JSON_SORT_KEYS);
+		printf("%s\n", s ? s : "{}");
+		free(s);
+	} else {
+		mo_buf b = MO_BUF_INIT;
+		mo_render_outputs_text(outs, 0, &b);
+		fputs(b.ptr ? b.ptr : "", stdout);
+		mo_buf_free(&b);
+	}
+	json_decref(outs);
+	return 0;
+}
+
+static int cmd_state(cli *c)
+{
+	const char *sub = c->nargs > 0 ? c->args[0] : NULL;
+	mo_resource **list = NULL, *r = NULL;
+	size_t n = 0;
+	int rc;
+	if (!sub)
+		return fail(c, mo_error_set(MO_EINVAL, "state: name a subcommand: list, show, rm or mv"));
+	if (!strcmp(sub, "list")) {
+		if ((rc = open_state(c, NULL)) < 0 || (rc = mo_state_list(c->st, &list, &n)) < 0)
+			return fail(c, rc);
+		for (size_t i = 0; i < n; i++)
+			print_resource(c, list[i], 0);
+		mo_resource_list_free(list, n);
+		return 0;
+	}
+	if (!strcmp(sub, "show")) {
+		if (c->nargs != 2)
+			return fail(c, mo_error_set(MO_EINVAL, "usage: mecorch state show ADDRESS"));
+		if ((rc = open_state(c, NULL)) < 0 || (rc = mo_state_get(c->st, c->args[1], &r)) < 0)
+			return fail(c, rc);
+		print_resource(c, r, 1);
+		mo_resource_free(r);
+		return 0;
+	}
+	if (!strcmp(sub, "rm")) {
+		if (c->nargs < 2)
+			return fail(c, mo_error_set(MO_EINVAL, "usage: mecorch state rm ADDRESS..."));
+		if ((rc = open_state(c, "state rm")) < 0)
+			return fail(c, rc);
+		for (int i = 1; i < c->nargs; i++) {
+			if ((rc = mo_state_rm(c->st, c->args[i])) < 0)
+				return fail(c, rc);
+			printf("Removed %s from the state (the object itself is untouched).\n", c->args[i]);
+		}
+		return 0;
+	}
+	if (!strcmp(sub, "mv")) {
+		if (c->nargs != 3)
+			return fail(c, mo_error_set(MO_EINVAL, "usage: mecorch state mv FROM TO"));
+		if ((rc = mo_address_parse(c->args[2], NULL, NULL, NULL)) < 0 ||
+		    (rc = open_state(c, "state mv")) < 0 || (rc = mo_state_mv(c->st, c->args[1], c->args[2])) < 0)
+			return fail(c, rc);
+		printf("Moved %s to %s.\n", c->args[1], c->args[2]);
+		return 0;
+	}
+	return fail(c, mo_error_set(MO_EINVAL, "state: unknown subcommand '%s' (list, show, rm, mv)", sub));
+}
+
+static int cmd_import(cli *c)
+{
+	mo_exec_opts o;
+	int rc;
+	if (c->nargs != 2)
+		return fail(c, mo_error_set(MO_EINVAL, "usage: mecorch import [PLAN] ADDRESS ID"));
+	if ((rc = mo_address_parse(c->args[0], NULL, NULL, NULL)) < 0 ||
+	    (rc = open_sources(c, MO_SOURCES_LOCKED)) < 0 || (rc = open_state(c, "import")) < 0 ||
+	    (rc = load_plan(c, 0)) < 0)
+		return fail(c, rc);
+	exec_opts(c, &o);
+	if ((rc = mo_exec_import(c->st, c->p, &c->rt, &o, c->args[0], c->args[1])) < 0)
+		return fail(c, rc);
+	clear_status(c);
+	printf("Imported %s (id %s). Run `mecorch plan` to see how it differs from the plan.\n",
+	       c->args[0], c->args[1]);
+	return 0;
+}
+
+static int cmd_lock(cli *c)
+{
+	const char *sub = c->nargs > 0 ? c->args[0] : "list";
+	mo_lock_info li;
+	int rc;
+	memset(&li, 0, sizeof(li));
+	if ((rc = open_state(c, NULL)) < 0)
+		return fail(c, rc);
+	if (!strcmp(sub, "list")) {
+		rc = mo_state_lock_get(c->st, &li);
+		if (rc == MO_ENOTFOUND) {
+			if (c->json)
+				json_line(json_pack("{s:s,s:n}", "type", "lock", "lock"));
+			else
+				printf("The state is not locked.\n");
+			return 0;
+		}
+		if (rc < 0)
+			return fail(c, rc);
+		if (c->json)
+			json_line(json_pack("{s:s,s:{s:s,s:s,s:s,s:I,s:s,s:I,s:I}}", "type", "lock", "lock", "id",
+					    li.id, "owner", li.owner, "host", li.host, "pid", (json_int_t)li.pid,
+					    "operation", li.operation, "created", (json_int_t)li.created,
+					    "expires", (json_int_t)li.expires));
+		else
+			printf("%s  %s (pid %ld) %s, since %lld s, lease expires in %lld s\n", li.id, li.owner,
+			       li.pid, li.operation, (long long)(mo_wall_s() - li.created),
+			       (long long)(li.expires - mo_wall_s()));
+		mo_lock_info_clear(&li);
+		return 0;
+	}
+	if (!strcmp(sub, "unlock")) {
+		if (c->nargs != 2)
+			return fail(c, mo_error_set(MO_EINVAL, "usage: mecorch lock unlock LOCK_ID"));
+		if ((rc = mo_state_lock_force(c->st, c->args[1])) < 0)
+			return fail(c, rc);
+		printf("Lock %s released.\n", c->args[1]);
+		return 0;
+	}
+	return fail(c, mo_error_set(MO_EINVAL, "lock: unknown subcommand '%s' (list, unlock)", sub));
+}
+
+static int cmd_graph(cli *c)
+{
+	mo_buf b = MO_BUF_INIT;
+	int rc;
+	if ((rc = open_sources(c, MO_SOURCES_LOCKED)) < 0 || (rc = load_plan(c, 0)) < 0 ||
+	    (rc = mo_graph_to_dot(c->p->rgraph, &b)) < 0)
+		return fail(c, rc);
+	fputs(b.ptr ? b.ptr : "", stdout);
+	mo_buf_free(&b);
+	return 0;
+}
+
+static int cmd_version(cli *c)
+{
+	(void)c;
+	printf("mecorch %s\n", MO_VERSION);
+	return 0;
+}
+
+static int cmd_help(cli *c);
+
+typedef struct {
+	const char *name;
+	int (*fn)(cli *c);
+	unsigned flags;
+	int takes_plan;      /* first positional argument is the plan file */
+	const char *usage;
+	const char *summary;
+	const char *help;
+} command;
+
+#define RUN_FLAGS (F_STATE | F_VARS | F_RUN | F_JSON | F_SRC)
+
+static const command commands[] = {
+	{ "init", cmd_init, F_VARS | F_JSON | F_SRC | F_UPGRADE, 1, "init [PLAN] [--upgrade]",
+	  "resolve and fetch module sources, write mecorch.lock",
+	  "Resolves every module source of the plan (git refs and version constraints),\n"
+	  "fetches them into the cache and pins them in mecorch.lock. Later commands use\n"
+	  "the lock and the cache only. --upgrade re-resolves every constraint.\n" },
+	{ "validate", cmd_validate, F_VARS | F_JSON | F_SRC, 1, "validate [PLAN]",
+	  "check the plan and its modules without touching anything",
+	  "Runs the plan file and every module's declare() in the sandbox, checks inputs,\n"
+	  "references and the dependency graph. No state, no I/O.\n" },
+	{ "plan", cmd_plan, RUN_FLAGS | F_PLAN | F_REFRESH, 1,
+	  "plan [PLAN] [--out FILE] [--json] [--detailed-exitcode] [--destroy]",
+	  "show what apply would change",
+	  "Resolves pending operations of interrupted runs, reads every resource back\n"
+	  "(--refresh=false skips that), and diffs the plan against the state.\n"
+	  "  --out FILE            save the plan; `mecorch apply FILE` applies exactly it\n"
+	  "  --detailed-exitcode   exit 2 when changes are pending, 0 when none\n"
+	  "  --destroy             plan the destruction of everything in the state\n"
+	  "  --json                the plan as one JSON document (Terraform-style\n"
+	  "                        resource_changes with actions, before, after,\n"
+	  "                        after_unknown and sensitive masks)\n" },
+	{ "apply", cmd_apply, RUN_FLAGS | F_APPROVE | F_REFRESH, 1, "apply [PLAN | SAVED_PLAN] [--auto-approve]",
+	  "make the infrastructure match the plan",
+	  "Plans, asks for confirmation (unless --auto-approve), then applies the changes\n"
+	  "in parallel along the dependency graph. Given a file saved by `plan --out`,\n"
+	  "applies exactly that plan and refuses it if the state changed since.\n" },
+	{ "destroy", cmd_destroy, RUN_FLAGS | F_APPROVE, 1, "destroy [PLAN] [--auto-approve]",
+	  "delete everything the state records",
+	  "Deletes every resource in the state, dependents first.\n" },
+	{ "refresh", cmd_refresh, RUN_FLAGS | F_DETAIL, 1, "refresh [PLAN] [--detailed-exitcode]",
+	  "read every resource back and report drift",
+	  "Calls read() for every resource in the state, reports which differ from the\n"
+	  "state (changed or gone) and updates the state to what was read.\n"
+	  "--detailed-exitcode exits 2 when there is drift.\n" },
+	{ "show", cmd_show, F_STATE | F_JSON, 0, "show [SAVED_PLAN] [--json]",
+	  "show the state, or a saved plan", "Without a file, prints every resource in the state.\n" },
+	{ "output", cmd_output, F_STATE | F_JSON, 0, "output [NAME] [--json]", "show the plan's outputs",
+	  "Prints the outputs recorded by the last apply. Sensitive outputs print as\n"
+	  "(sensitive): the state keeps only a keyed hash of them.\n" },
+	{ "state", cmd_state, F_STATE | F_JSON, 0, "state list | show ADDRESS | rm ADDRESS... | mv FROM TO",
+	  "inspect or edit the state",
+	  "rm forgets resources without deleting them; mv renames an address.\n" },
+	{ "import", cmd_import, RUN_FLAGS, 1, "import [PLAN] ADDRESS ID",
+	  "adopt an existing object as a resource of the plan",
+	  "Reads the object with the given id through the module of ADDRESS and records\n"
+	  "it in the state.\n" },
+	{ "lock", cmd_lock, F_STATE | F_JSON, 0, "lock list | lock unlock LOCK_ID",
+	  "show or force-release the state lock",
+	  "A lock left by a process that died on this host, or whose lease expired, is\n"
+	  "taken over automatically; `lock unlock` forces release in other cases.\n" },
+	{ "graph", cmd_graph, F_VARS | F_SRC, 1, "graph [PLAN]",
+	  "print the resource graph in Graphviz DOT", "Edges point from a resource to what it depends on.\n" },
+	{ "version", cmd_version, 0, 0, "version", "print the version", "" },
+	{ "help", cmd_help, 0, 0, "help [COMMAND]", "show help", "" },
+};
+
+static const command *find_command(const char *name)
+{
+	for (size_t i = 0; i < MO_ARRAY_SIZE(commands); i++)
+		if (!strcmp(commands[i].name, name))
+			return &commands[i];
+	return NULL;
+}
+
+static const char common_help[] =
+	"Common options:\n"
+	"  --state PATH            state database (default ./mecorch.db, or $MECORCH_STATE)\n"
+	"  --var NAME=VALUE        set a plan variable (repeatable)\n"
+	"  --var-file FILE         JSON object of variable values (repeatable)\n"
+	"  --parallelism N         actions in flight at once (default 32)\n"
+	"  --fail-fast             stop starting actions after the first failure\n"
+	"  --json                  machine-readable output, one JSON object per line\n"
+	"  --no-color              no ANSI colours (also when NO_COLOR is set)\n"
+	"  --lock-file PATH        module lock file (default mecorch.lock beside the plan)\n"
+	"  --cache-dir DIR         module cache (default $XDG_CACHE_HOME/mecorch)\n"
+	"  --task-memory MIB       memory cap per module action (default 64)\n"
+	"  --task-instructions N   instruction budget per module action (default 200000000)\n"
+	"  --retry-max N           retries of transient HTTP failures (default 5)\n"
+	"  --retry-base-ms MS      first backoff (default 200, doubling, with jitter)\n"
+	"  --http-timeout-ms MS    default timeout of one HTTP request (default 60000)\n"
+	"  --ca-bundle FILE        extra CA certificates for HTTPS\n"
+	"  --lease-seconds N       state lock lease, renewed while running (default 120)\n"
+	"  -h, --help              help for the command\n";
+
+static void usage_command(const command *cmd, FILE *f)
+{
+	fprintf(f, "usage: mecorch %s\n\n%s: %s.\n\n%s", cmd->usage, cmd->name, cmd->summary, cmd->help);
+	if (cmd->flags)
+		fprintf(f, "\n%s", common_help);
+	fprintf(f, "\nExit status: 0 ok, 1 error, 2 changes pending (--detailed-exitcode), 3 invalid\n"
+		   "input, 4 not found, 5 state locked, 6 stale saved plan, 7 module error, 8 I/O,\n"
+		   "9 state store, 10 module source, 130 interrupted. See docs/cli.md.\n");
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: mecorch COMMAND [OPTIONS] [ARGS]\n\n"
+		   "mecorch - multi-domain Infrastructure-as-Code orchestrator for edge computing.\n\n"
+		   "Commands:\n");
+	for (size_t i = 0; i < MO_ARRAY_SIZE(commands); i++)
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\nRun `mecorch COMMAND --help` for a command's options.\n");
+}
+
+static int cmd_help(cli *c)
+{
+	const command *cmd = c->nargs > 0 ? find_command(c->args[0]) : NULL;
+	if (c->nargs > 0 && !cmd) {
+		fprintf(stderr, "error: unknown command '%s'\n", c->args[0]);
+		return 3;
+	}
+	if (cmd)
+		usage_command(cmd, stdout);
+	else
+		usage(stdout);
+	return 0;
+}
+
+enum {
+	O_STATE = 256, O_VAR, O_VARFILE, O_PAR, O_FAILFAST, O_JSON, O_NOCOLOR, O_OUT, O_DETAILED,
+	O_DESTROY, O_REFRESH, O_APPROVE, O_LOCKFILE, O_CACHE, O_UPGRADE, O_TMEM, O_TINSTR,
+	O_RETRY, O_RETRYBASE, O_HTTPTO, O_CA, O_SENS, O_LEASE,
+};
+
+static const struct {
+	int id;
+	unsigned flag;
+} option_flags[] = {
+	{ O_STATE, F_STATE }, { O_VAR, F_VARS }, { O_VARFILE, F_VARS }, { O_PAR, F_RUN },
+	{ O_FAILFAST, F_RUN }, { O_JSON, F_JSON }, { O_OUT, F_PLAN }, { O_DETAILED, F_PLAN | F_DETAIL },
+	{ O_DESTROY, F_PLAN }, { O_REFRESH, F_REFRESH }, { O_APPROVE, F_APPROVE }, { O_LOCKFILE, F_SRC },
+	{ O_CACHE, F_SRC }, { O_UPGRADE, F_UPGRADE }, { O_TMEM, F_RUN }, { O_TINSTR, F_RUN },
+	{ O_RETRY, F_RUN }, { O_RETRYBASE, F_RUN }, { O_HTTPTO, F_RUN }, { O_CA, F_RUN },
+	{ O_SENS, F_SENS }, { O_LEASE, F_RUN },
+};
+
+static const struct option long_options[] = {
+	{ "state", required_argument, NULL, O_STATE },
+	{ "var", required_argument, NULL, O_VAR },
+	{ "var-file", required_argument, NULL, O_VARFILE },
+	{ "parallelism", required_argument, NULL, O_PAR },
+	{ "fail-fast", no_argument, NULL, O_FAILFAST },
+	{ "json", no_argument, NULL, O_JSON },
+	{ "no-color", no_argument, NULL, O_NOCOLOR },
+	{ "out", required_argument, NULL, O_OUT },
+	{ "detailed-exitcode", no_argument, NULL, O_DETAILED },
+	{ "destroy", no_argument, NULL, O_DESTROY },
+	{ "refresh", required_argument, NULL, O_REFRESH },
+	{ "auto-approve", no_argument, NULL, O_APPROVE },
+	{ "lock-file", required_argument, NULL, O_LOCKFILE },
+	{ "cache-dir", required_argument, NULL, O_CACHE },
+	{ "upgrade", no_argument, NULL, O_UPGRADE },
+	{ "task-memory", required_argument, NULL, O_TMEM },
+	{ "task-instructions", required_argument, NULL, O_TINSTR },
+	{ "retry-max", required_argument, NULL, O_RETRY },
+	{ "retry-base-ms", required_argument, NULL, O_RETRYBASE },
+	{ "http-timeout-ms", required_argument, NULL, O_HTTPTO },
+	{ "ca-bundle", required_argument, NULL, O_CA },
+	{ "show-sensitive", no_argument, NULL, O_SENS },
+	{ "lease-seconds", required_argument, NULL, O_LEASE },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int parse_long(const char *opt, const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	long v;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || !*s || *end || v < lo || v > hi)
+		return mo_error_set(MO_EINVAL, "--%s: '%s' is not a whole number from %ld to %ld", opt, s, lo, hi);
+	*out = v;
+	return 0;
+}
+
+static int add_var(cli *c, const char *kv)
+{
+	const char *eq = strchr(kv, '=');
+	char *name;
+	if (!eq || eq == kv)
+		return mo_error_set(MO_EINVAL, "--var: '%s' is not NAME=VALUE", kv);
+	name = mo_strndup(kv, (size_t)(eq - kv));
+	json_object_set_new(c->vars, name, json_string(eq + 1));
+	mo_free(name);
+	return 0;
+}
+
+static int add_var_file(cli *c, const char *path)
+{
+	json_error_t jerr;
+	json_t *v = json_load_file(path, 0, &jerr);
+	if (!v)
+		return mo_error_set(MO_EINVAL, "--var-file %s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
+	if (!json_is_object(v)) {
+		json_decref(v);
+		return mo_error_set(MO_EINVAL, "--var-file %s: must hold a JSON object of NAME: VALUE", path);
+	}
+	json_object_update(c->vars, v);
+	json_decref(v);
+	return 0;
+}
+
+static int parse_args(cli *c, const command *cmd, int argc, char **argv)
+{
+	int opt;
+	long v;
+	optind = 1;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+		if (opt == 'h') {
+			usage_command(cmd, stdout);
+			exit(0);
+		}
+		if (opt == '?' || opt == ':')
+			return mo_error_set(MO_EINVAL, "%s: unknown or incomplete option '%s' (see mecorch %s --help)",
+					    cmd->name, argv[optind - 1], cmd->name);
+		if (opt != O_NOCOLOR) {
+			unsigned need = 0;
+			for (size_t i = 0; i < MO_ARRAY_SIZE(option_flags); i++)
+				if (option_flags[i].id == opt)
+					need = option_flags[i].flag;
+			if (!(cmd->flags & need))
+				return mo_error_set(MO_EINVAL, "%s does not take option '%s' (see mecorch %s --help)",
+						    cmd->name, argv[optind - 1], cmd->name);
+		}
+		switch (opt) {
+		case O_STATE: c->state_path = optarg; break;
+		case O_VAR: if (add_var(c, optarg) < 0) return MO_EINVAL; break;
+		case O_VARFILE: if (add_var_file(c, optarg) < 0) return MO_EINVAL; break;
+		case O_PAR:
+			if (parse_long("parallelism", optarg, 1, 10000, &v) < 0)
+				return MO_EINVAL;
+			c->parallelism = (int)v;
+			break;
+		case O_FAILFAST: c->fail_fast = 1; break;
+		case O_JSON: c->json = 1; break;
+		case O_NOCOLOR: c->color = 0; break;
+		case O_OUT: c->out_path = optarg; break;
+		case O_DETAILED: c->detailed = 1; break;
+		case O_DESTROY: c->destroy = 1; break;
+		case O_REFRESH:
+			if (!strcmp(optarg, "true") || !strcmp(optarg, "1"))
+				c->refresh = 1;
+			else if (!strcmp(optarg, "false") || !strcmp(optarg, "0"))
+				c->refresh = 0;
+			else
+				return mo_error_set(MO_EINVAL, "--refresh takes true or false, not '%s'", optarg);
+			break;
+		case O_APPROVE: c->auto_approve = 1; break;
+		case O_LOCKFILE: c->lock_path = optarg; break;
+		case O_CACHE: c->cache_dir = optarg; break;
+		case O_UPGRADE: c->upgrade = 1; break;
+		case O_TMEM:
+			if (parse_long("task-memory", optarg, 1, 65536, &v) < 0)
+				return MO_EINVAL;
+			c->limits.task_mem = (size_t)v << 20;
+			break;
+		case O_TINSTR:
+			if (parse_long("task-instructions", optarg, 1000, 2000000000L, &v) < 0)
+				return MO_EINVAL;
+			c->limits.task_instr = (uint64_t)v;
+			break;
+		case O_RETRY:
+			if (parse_long("retry-max", optarg, 0, 100, &v) < 0)
+				return MO_EINVAL;
+			c->rt.http.max_retries = (int)v;
+			break;
+		case O_RETRYBASE:
+			if (parse_long("retry-base-ms", optarg, 1, 600000, &v) < 0)
+				return MO_EINVAL;
+			c->rt.http.backoff_base_ms = (int)v;
+			break;
+		case O_HTTPTO:
+			if (parse_long("http-timeout-ms", optarg, 1, 3600000, &v) < 0)
+				return MO_EINVAL;
+			c->rt.http.timeout_ms = v;
+			break;
+		case O_CA: c->rt.http.ca_file = optarg; break;
+		case O_SENS: c->show_sensitive = 1; break;
+		case O_LEASE:
+			if (parse_long("lease-seconds", optarg, 5, 86400, &v) < 0)
+				return MO_EINVAL;
+			c->lease_s = (int)v;
+			break;
+		}
+	}
+	c->args = argv + optind;
+	c->nargs = argc - optind;
+	if (cmd->takes_plan) {
+		/* a first argument that names an existing file is the plan */
+		if (c->nargs > 0 && access(c->args[0], F_OK) == 0 &&
+		    (cmd->fn != cmd_import || c->nargs == 3)) {
+			c->plan_path = c->args[0];
+			c->args++;
+			c->nargs--;
+		} else {
+			c->plan_path = "plan.lua";
+			if (access(c->plan_path, F_OK) != 0)
+				return mo_error_set(MO_EINVAL, "%s: no plan file given and ./plan.lua does not exist",
+						    cmd->name);
+		}
+	}
+	if (cmd->takes_plan && cmd->fn != cmd_import && c->nargs > 0)
+		return mo_error_set(MO_EINVAL, "%s: unexpected argument '%s'%s", cmd->name, c->args[0],
+				    access(c->args[0], F_OK) ? " (no such file)" : "");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	cli c;
+	const command *cmd;
+	struct sigaction sa;
+	int rc;
+	memset(&c, 0, sizeof(c));
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc < 2) {
+		usage(stderr);
+		return 3;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("mecorch %s\n", MO_VERSION);
+		return 0;
+	}
+	if (!(cmd = find_command(argv[1]))) {
+		fprintf(stderr, "error: unknown command '%s'\n\n", argv[1]);
+		usage(stderr);
+		return 3;
+	}
+	c.cmd = cmd->name;
+	c.state_path = getenv("MECORCH_STATE") ? getenv("MECORCH_STATE") : "mecorch.db";
+	c.vars = json_object();
+	c.parallelism = 32;
+	c.refresh = 1;
+	c.lease_s = 120;
+	c.tty = isatty(2);
+	c.color = isatty(1) && !getenv("NO_COLOR");
+	mo_sandbox_limits_defaults(&c.limits);
+	mo_http_config_defaults(&c.rt.http);
+	if ((rc = parse_args(&c, cmd, argc - 1, argv + 1)) < 0) {
+		rc = fail(&c, rc);
+		json_decref(c.vars);
+		return rc;
+	}
+	if (c.json)
+		c.tty = 0;
+	if (c.show_sensitive)
+		c.show_sensitive = 1;
+	if ((rc = mo_loop_new(&c.rt.loop)) < 0) {
+		rc = fail(&c, rc);
+		json_decref(c.vars);
+		return rc;
+	}
+	c.rt.log = on_log;
+	c.rt.log_ud = &c;
+	c.rt.interrupted = &interrupted;
+	signal_loop = c.rt.loop;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_sigint;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	c.t0 = mo_now_ms();
+	rc = cmd->fn(&c);
+	clear_status(&c);
+	mo_plan_free(c.p);
+	if (c.st) {
+		mo_state_unlock(c.st);
+		mo_state_close(c.st);
+	}
+	mo_sources_free(c.src);
+	signal_loop = NULL;
+	mo_loop_free(c.rt.loop);
+	json_decref(c.vars);
+	return rc;
+}
