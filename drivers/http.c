@@ -813,6 +813,11 @@ int mo_http_submit(mo_rt *rt, const mo_http_request *req, mo_http_done_cb cb, vo
 	return mo_http_start(NULL, rt, req, cb, ud);
 }
 
+static void nudge(void *ud)
+{
+	(void)ud;
+}
+
 void mo_http_abort(mo_http_call *c)
 {
 	if (!c)
@@ -822,7 +827,11 @@ void mo_http_abort(mo_http_call *c)
 		call_free(c);
 		return;
 	}
-	c->aborted = 1; /* in flight: on_transfer_done frees it */
+	/* In flight: on_progress stops the transfer the next time curl runs
+	 * it and on_transfer_done frees the call.  An immediate timer makes the
+	 * loop's next pass run curl now, not when the peer next sends data. */
+	c->aborted = 1;
+	mo_loop_timer(c->rt->loop, 0, nudge, NULL, NULL);
 }
 
 /* ======================================================================

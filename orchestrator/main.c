@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Option bits: which flags a command accepts. */
@@ -95,7 +96,9 @@ static void clear_status(cli *c)
 static void json_line(json_t *ev)
 {
 	char *s;
-	json_object_set_new(ev, "ts_ms", json_integer(mo_now_ms()));
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	json_object_set_new(ev, "ts_ms", json_integer((json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000));
 	s = json_dumps(ev, JSON_COMPACT);
 	json_decref(ev);
 	if (s) {

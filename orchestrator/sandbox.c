@@ -211,14 +211,19 @@ static int load_text(lua_State *L, const char *buf, size_t len, const char *chun
 }
 
 /* load(chunk [, chunkname [, mode [, env]]]): text only; env defaults to the
- * sandbox globals.  Upvalue 1: the base library's load. */
+ * sandbox globals.  Upvalue 1: the base library's load, which reports every
+ * failure as (fail, message) once its arguments are valid, as here. */
 static int sb_load(lua_State *L)
 {
 	int has_env = !lua_isnone(L, 4);
-	const char *mode = luaL_optstring(L, 3, "bt");
+	const char *mode;
 	size_t len;
 	const char *s;
 
+	if (!lua_isstring(L, 1))
+		luaL_checktype(L, 1, LUA_TFUNCTION);
+	luaL_optstring(L, 2, NULL);
+	mode = luaL_optstring(L, 3, "bt");
 	if (!strchr(mode, 't')) {
 		luaL_pushfail(L);
 		lua_pushstring(L, "load: only text chunks are allowed in the sandbox");
@@ -245,36 +250,66 @@ static int sb_load(lua_State *L)
 	return lua_gettop(L) - 4;
 }
 
-/* collectgarbage([opt [, arg]]): only "collect", "count" and "step".
- * Upvalue 1: the base library's collectgarbage. */
+/*
+ * The functions below replace library functions rather than wrap them: a
+ * library function called from C loses the caller's file:line and its own
+ * name in the errors it raises.
+ */
+
+/* collectgarbage([opt [, arg]]): only "collect", "count" and "step". */
 static int sb_collectgarbage(lua_State *L)
 {
+	static const char *const opts[] = { "collect", "count", "step", NULL };
 	const char *opt = luaL_optstring(L, 1, "collect");
-	int n = lua_gettop(L);
+	int res;
 
-	if (strcmp(opt, "collect") && strcmp(opt, "count") && strcmp(opt, "step"))
-		return luaL_error(L, "collectgarbage('%s') is not allowed in the sandbox", opt);
-	lua_pushvalue(L, lua_upvalueindex(1));
-	lua_insert(L, 1);
-	lua_call(L, n, LUA_MULTRET);
-	return lua_gettop(L);
+	for (int i = 0; opts[i]; i++) {
+		if (strcmp(opt, opts[i]))
+			continue;
+		switch (i) {
+		case 0:
+			res = lua_gc(L, LUA_GCCOLLECT);
+			if (res == -1)
+				break;
+			lua_pushinteger(L, res);
+			return 1;
+		case 1:
+			res = lua_gc(L, LUA_GCCOUNT);
+			if (res == -1)
+				break;
+			lua_pushnumber(L, (lua_Number)res + (lua_Number)lua_gc(L, LUA_GCCOUNTB) / 1024);
+			return 1;
+		default:
+			res = lua_gc(L, LUA_GCSTEP, (int)luaL_optinteger(L, 2, 0));
+			if (res == -1)
+				break;
+			lua_pushboolean(L, res);
+			return 1;
+		}
+		luaL_pushfail(L); /* called from a finalizer */
+		return 1;
+	}
+	return luaL_error(L, "collectgarbage('%s') is not allowed in the sandbox", opt);
 }
 
-/* setmetatable(t, mt): refuses a metatable with __gc, since finalizers run
- * with hooks off and so outside the instruction budget.
- * Upvalue 1: the base library's setmetatable. */
+/* setmetatable(t, mt), refusing a metatable with __gc: finalizers run with
+ * hooks off and so outside the instruction budget. */
 static int sb_setmetatable(lua_State *L)
 {
-	lua_settop(L, 2);
-	if (lua_type(L, 2) == LUA_TTABLE) {
+	int t = lua_type(L, 2);
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	luaL_argexpected(L, t == LUA_TNIL || t == LUA_TTABLE, 2, "nil or table");
+	if (t == LUA_TTABLE) {
 		lua_pushliteral(L, "__gc");
 		if (lua_rawget(L, 2) != LUA_TNIL)
 			return luaL_error(L, "setmetatable: __gc metamethods are not allowed in the sandbox");
 		lua_pop(L, 1);
 	}
-	lua_pushvalue(L, lua_upvalueindex(1));
-	lua_insert(L, 1);
-	lua_call(L, 2, 1);
+	if (luaL_getmetafield(L, 1, "__metatable") != LUA_TNIL)
+		return luaL_error(L, "cannot change a protected metatable");
+	lua_settop(L, 2);
+	lua_setmetatable(L, 1);
 	return 1;
 }
 
@@ -321,37 +356,69 @@ static void charge(lua_State *L, uint64_t n)
 		luaL_error(L, "instruction budget exceeded");
 }
 
-/* string.rep(s, n [, sep]): as the library's, except that an empty result
+/* string.rep(s, n [, sep]), as the library's, except that an empty result
  * is produced at once: the library loops n times to build it, with no
- * instruction or allocation to stop a huge n.  Upvalue 1: the library's rep. */
+ * instruction or allocation to stop a huge n. */
 static int sb_str_rep(lua_State *L)
 {
-	size_t l, lsep = 0;
+	size_t l, lsep, total;
+	const char *s = luaL_checklstring(L, 1, &l);
+	lua_Integer n = luaL_checkinteger(L, 2);
+	const char *sep = luaL_optlstring(L, 3, "", &lsep);
+	luaL_Buffer b;
+	char *p;
 
-	luaL_checklstring(L, 1, &l);
-	luaL_checkinteger(L, 2);
-	luaL_optlstring(L, 3, "", &lsep);
-	if (l == 0 && lsep == 0) {
+	if (n <= 0 || l + lsep == 0) {
 		lua_pushliteral(L, "");
 		return 1;
 	}
-	lua_pushvalue(L, lua_upvalueindex(1));
-	lua_insert(L, 1);
-	lua_call(L, lua_gettop(L) - 1, 1);
+	if (l + lsep < l || l + lsep > (size_t)INT_MAX / (lua_Unsigned)n)
+		return luaL_error(L, "resulting string too large");
+	total = (size_t)n * l + (size_t)(n - 1) * lsep;
+	p = luaL_buffinitsize(L, &b, total);
+	while (n-- > 1) {
+		memcpy(p, s, l);
+		p += l;
+		if (lsep > 0) {
+			memcpy(p, sep, lsep);
+			p += lsep;
+		}
+	}
+	memcpy(p, s, l);
+	luaL_pushresultsize(&b, total);
 	return 1;
 }
 
-/* table.move(a1, f, e, t [, a2]): e - f + 1 moves are charged first.
- * Upvalue 1: the library's move. */
+/* table.move(a1, f, e, t [, a2]), as the library's (tables only), with the
+ * moves charged: moving nils costs neither instructions nor memory. */
 static int sb_tab_move(lua_State *L)
 {
-	lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
+	lua_Integer f = luaL_checkinteger(L, 2);
+	lua_Integer e = luaL_checkinteger(L, 3);
+	lua_Integer t = luaL_checkinteger(L, 4);
+	int tt = !lua_isnoneornil(L, 5) ? 5 : 1;
 
-	if (e >= f)
-		charge(L, (uint64_t)e - (uint64_t)f + 1);
-	lua_pushvalue(L, lua_upvalueindex(1));
-	lua_insert(L, 1);
-	lua_call(L, lua_gettop(L) - 1, 1);
+	luaL_checktype(L, 1, LUA_TTABLE);
+	luaL_checktype(L, tt, LUA_TTABLE);
+	if (e >= f) {
+		lua_Integer n;
+		luaL_argcheck(L, f > 0 || e < LUA_MAXINTEGER + f, 3, "too many elements to move");
+		n = e - f + 1;
+		luaL_argcheck(L, t <= LUA_MAXINTEGER - n + 1, 4, "destination wrap around");
+		charge(L, (uint64_t)n);
+		if (t > e || t <= f || (tt != 1 && !lua_compare(L, 1, tt, LUA_OPEQ))) {
+			for (lua_Integer i = 0; i < n; i++) {
+				lua_geti(L, 1, f + i);
+				lua_seti(L, tt, t + i);
+			}
+		} else {
+			for (lua_Integer i = n - 1; i >= 0; i--) {
+				lua_geti(L, 1, f + i);
+				lua_seti(L, tt, t + i);
+			}
+		}
+	}
+	lua_pushvalue(L, tt);
 	return 1;
 }
 
@@ -581,8 +648,10 @@ static int setup_p(lua_State *L)
 		lua_setfield(L, G, base_allowed[i]);
 	}
 	wrap_field(L, base, G, "load", sb_load);
-	wrap_field(L, base, G, "collectgarbage", sb_collectgarbage);
-	wrap_field(L, base, G, "setmetatable", sb_setmetatable);
+	lua_pushcfunction(L, sb_collectgarbage);
+	lua_setfield(L, G, "collectgarbage");
+	lua_pushcfunction(L, sb_setmetatable);
+	lua_setfield(L, G, "setmetatable");
 	lua_pushcfunction(L, sb_print);
 	lua_setfield(L, G, "print");
 	lua_pushcfunction(L, sb_require);
@@ -595,7 +664,8 @@ static int setup_p(lua_State *L)
 	/* string: a copy without dump, which is also what string values index */
 	luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 0);
 	copy_table(L, -1, "dump");
-	wrap_field(L, -2, -1, "rep", sb_str_rep);
+	lua_pushcfunction(L, sb_str_rep);
+	lua_setfield(L, -2, "rep");
 	lua_pushvalue(L, -1);
 	lua_setfield(L, G, LUA_STRLIBNAME);
 	lua_pushvalue(L, -1);
@@ -612,7 +682,8 @@ static int setup_p(lua_State *L)
 		luaL_requiref(L, libs[i].name, libs[i].open, 0);
 		copy_table(L, -1, NULL);
 		if (libs[i].open == luaopen_table) {
-			wrap_field(L, -2, -1, "move", sb_tab_move);
+			lua_pushcfunction(L, sb_tab_move);
+			lua_setfield(L, -2, "move");
 			lua_pushcfunction(L, sb_tab_insert);
 			lua_setfield(L, -2, "insert");
 			lua_pushcfunction(L, sb_tab_remove);
