@@ -117,8 +117,9 @@ int mo_http_start(mo_http_call **out, mo_rt *rt, const mo_http_request *req,
 		  mo_http_done_cb cb, void *ud);
 
 /* Withdraw a request: cb will not be called.  A request waiting for a
- * retry is freed at once; a transfer in flight is stopped by curl's
- * progress callback (within about a second) and freed then.  Accepts NULL. */
+ * retry is freed at once; a transfer in flight is stopped on the loop's
+ * next pass (curl's progress callback refuses to go on) and freed then.
+ * Accepts NULL. */
 void mo_http_abort(mo_http_call *call);
 
 /* Withdraw the ctx.http.request or ctx.sleep the task is waiting in, if

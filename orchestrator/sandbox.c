@@ -26,9 +26,9 @@
  *
  * Library loops that run no VM instructions and allocate nothing
  * (table.move, table.insert / remove over a size claimed by __len) charge
- * their length to the budget up front; string.rep of "" returns at once.  Known gap: a
- * pathological pattern match (string.find and friends backtracking) is
- * time inside one C call that no hook sees.
+ * their length to the budget up front; string.rep of "" returns at once.
+ * Known gap: a pathological pattern match (string.find and friends
+ * backtracking) is time inside one C call that no hook sees.
  *
  * Not thread-safe: a sandbox and its tasks belong to one thread.
  */
@@ -259,37 +259,29 @@ static int sb_load(lua_State *L)
 /* collectgarbage([opt [, arg]]): only "collect", "count" and "step". */
 static int sb_collectgarbage(lua_State *L)
 {
-	static const char *const opts[] = { "collect", "count", "step", NULL };
 	const char *opt = luaL_optstring(L, 1, "collect");
 	int res;
 
-	for (int i = 0; opts[i]; i++) {
-		if (strcmp(opt, opts[i]))
-			continue;
-		switch (i) {
-		case 0:
-			res = lua_gc(L, LUA_GCCOLLECT);
-			if (res == -1)
-				break;
+	if (!strcmp(opt, "collect")) {
+		if ((res = lua_gc(L, LUA_GCCOLLECT)) != -1) {
 			lua_pushinteger(L, res);
 			return 1;
-		case 1:
-			res = lua_gc(L, LUA_GCCOUNT);
-			if (res == -1)
-				break;
+		}
+	} else if (!strcmp(opt, "count")) {
+		if ((res = lua_gc(L, LUA_GCCOUNT)) != -1) {
 			lua_pushnumber(L, (lua_Number)res + (lua_Number)lua_gc(L, LUA_GCCOUNTB) / 1024);
 			return 1;
-		default:
-			res = lua_gc(L, LUA_GCSTEP, (int)luaL_optinteger(L, 2, 0));
-			if (res == -1)
-				break;
+		}
+	} else if (!strcmp(opt, "step")) {
+		if ((res = lua_gc(L, LUA_GCSTEP, (int)luaL_optinteger(L, 2, 0))) != -1) {
 			lua_pushboolean(L, res);
 			return 1;
 		}
-		luaL_pushfail(L); /* called from a finalizer */
-		return 1;
+	} else {
+		return luaL_error(L, "collectgarbage('%s') is not allowed in the sandbox", opt);
 	}
-	return luaL_error(L, "collectgarbage('%s') is not allowed in the sandbox", opt);
+	luaL_pushfail(L); /* -1: the collector is busy (called from a finalizer) */
+	return 1;
 }
 
 /* setmetatable(t, mt), refusing a metatable with __gc: finalizers run with
@@ -438,7 +430,8 @@ static int sb_tab_insert(lua_State *L)
 	case 3:
 		pos = luaL_checkinteger(L, 2);
 		luaL_argcheck(L, (lua_Unsigned)pos - 1u < (lua_Unsigned)e, 2, "position out of bounds");
-		charge(L, (uint64_t)(e - pos));
+		if (e > pos)
+			charge(L, (uint64_t)e - (uint64_t)pos);
 		for (lua_Integer i = e; i > pos; i--) {
 			lua_geti(L, 1, i - 1);
 			lua_seti(L, 1, i);
@@ -525,19 +518,33 @@ static int require_finish(lua_State *L, int status, lua_KContext ctx)
 	return 1;
 }
 
+/* Whether the chunk "@rel" is running as a main chunk on L's stack. */
+static int chunk_running(lua_State *L, const char *rel)
+{
+	lua_Debug ar;
+
+	for (int level = 1; lua_getstack(L, level, &ar); level++) {
+		if (!lua_getinfo(L, "S", &ar))
+			continue;
+		if (!strcmp(ar.what, "main") && ar.source[0] == '@' && !strcmp(ar.source + 1, rel))
+			return 1;
+	}
+	return 0;
+}
+
 /*
  * require(name): "a.b" is <root>/a/b.lua or <root>/a/b/init.lua, run once
  * per sandbox with (name, path relative to root); its result (true when it
  * returns nothing) is cached.  Names that could leave the tree, files whose
- * realpath lies outside it (symlinks), and binary chunks are refused.
+ * realpath lies outside it (symlinks), binary chunks, and a module that
+ * requires itself while it loads (directly or not) are refused.
  */
 static int sb_require(lua_State *L)
 {
 	static const char *const forms[] = { "%s/%s.lua", "%s/%s/init.lua" };
 	mo_sandbox *sb = mo_sandbox_from_lua(L);
-	const char *name = luaL_checkstring(L, 1);
-	char rel[PATH_MAX], path[PATH_MAX], real[PATH_MAX], chunkname[PATH_MAX + 1];
-	const char *inside = NULL;
+	const char *name = luaL_checkstring(L, 1), *rel, *inside = NULL;
+	char path[PATH_MAX], real[PATH_MAX];
 	char *buf = NULL;
 	size_t len = 0;
 	int st;
@@ -548,17 +555,12 @@ static int sb_require(lua_State *L)
 				  "(module names look like 'lib.util')", name);
 	if (!sb->root)
 		return luaL_error(L, "require '%s': no module tree in this sandbox", name);
-	lua_getfield(L, LUA_REGISTRYINDEX, MODULES_KEY);
+	lua_getfield(L, LUA_REGISTRYINDEX, MODULES_KEY);        /* 2 */
 	if (lua_getfield(L, 2, name) != LUA_TNIL)
 		return 1;
 	lua_pop(L, 1);
 
-	if (strlen(name) >= sizeof(rel))
-		return luaL_error(L, "require '%s': name too long", name);
-	strcpy(rel, name);
-	for (char *p = rel; *p; p++)
-		if (*p == '.')
-			*p = '/';
+	rel = luaL_gsub(L, name, ".", "/");                     /* 3 */
 	for (size_t i = 0; i < MO_ARRAY_SIZE(forms) && !inside; i++) {
 		int n = snprintf(path, sizeof(path), forms[i], sb->root, rel);
 		if (n < 0 || (size_t)n >= sizeof(path))
@@ -574,14 +576,18 @@ static int sb_require(lua_State *L)
 	}
 	if (!inside)
 		return luaL_error(L, "module '%s' not found in %s", name, sb->root);
+	if (chunk_running(L, inside))
+		return luaL_error(L, "require '%s': circular require (%s is still loading)", name, inside);
 
+	lua_pushfstring(L, "@%s", inside);                      /* 4 */
 	if (mo_file_read(&buf, &len, real) < 0)
 		return luaL_error(L, "require '%s': %s", name, mo_error_last()->message);
-	snprintf(chunkname, sizeof(chunkname), "@%s", inside);
-	st = load_text(L, buf, len, chunkname);
+	st = load_text(L, buf, len, lua_tostring(L, 4));        /* 5 */
 	mo_free(buf);
 	if (st != LUA_OK)
 		return luaL_error(L, "require '%s': %s", name, lua_tostring(L, -1));
+	lua_replace(L, 3);
+	lua_settop(L, 3);
 	lua_pushvalue(L, 1);
 	lua_pushstring(L, inside);
 	lua_callk(L, 2, 1, 0, require_finish);
@@ -1114,6 +1120,16 @@ static void task_failinfo(mo_task *t, int err_on_thread, char **msg)
 	lua_settop(L, top);
 }
 
+/* Lua's own memory errors, and the auxiliary library's ("not enough
+ * memory" raised as a runtime error), possibly re-raised with a position. */
+static int is_memory_error(const char *msg)
+{
+	static const char tail[] = "not enough memory";
+	size_t n = msg ? strlen(msg) : 0;
+
+	return n >= sizeof(tail) - 1 && !strcmp(msg + n - (sizeof(tail) - 1), tail);
+}
+
 int mo_task_resume(mo_task *t, int nargs, int *status, int *nres)
 {
 	mo_sandbox *sb = t->sb;
@@ -1165,8 +1181,7 @@ int mo_task_resume(mo_task *t, int nargs, int *status, int *nres)
 	if (t->budget_hit) {
 		rc = mo_error_set(MO_ELIMIT, "%s: task '%s': instruction budget of %" PRIu64 " exceeded",
 				  sb->name, t->label, sb->lim.task_instr);
-	} else if (t->mem_hit != MEM_OK && st != LUA_YIELD &&
-		   (st == LUA_ERRMEM || (msg && !strcmp(msg, "not enough memory")))) {
+	} else if (t->mem_hit != MEM_OK && st != LUA_YIELD && (st == LUA_ERRMEM || is_memory_error(msg))) {
 		fmt_size(lim, sizeof(lim), t->mem_hit == MEM_TASK ? sb->lim.task_mem : sb->lim.state_mem);
 		rc = mo_error_set(MO_ELIMIT, "%s: task '%s': %smemory limit of %s exceeded", sb->name,
 				  t->label, t->mem_hit == MEM_TASK ? "" : "state ", lim);

@@ -557,9 +557,16 @@ static int locked_entry(mo_sources *s, const mo_git_source *src, const char *con
 		mo_git_mirror_close(m);
 	}
 	*named = 1;
-	return mo_error_set(MO_ESOURCE, "module source '%s'%s%s is not in mecorch.lock: run "
-			    "`mecorch init`", src->key, constraint ? " with version " : "",
-			    constraint ? constraint : "");
+	for (size_t i = 0; i < s->nold; i++) {
+		if (!strcmp(s->old[i].source, src->key))
+			return mo_error_set(MO_ESOURCE, "module source '%s' is not in mecorch.lock: "
+					    "run `mecorch init` (the lock has it for version '%s', "
+					    "not '%s')", src->key,
+					    s->old[i].constraint ? s->old[i].constraint : "(none)",
+					    constraint ? constraint : "(none)");
+	}
+	return mo_error_set(MO_ESOURCE, "module source '%s' is not in mecorch.lock: run "
+			    "`mecorch init`", src->key);
 }
 
 /* INIT / UPGRADE: fetch (once per url) and resolve, keeping what the lock

@@ -268,6 +268,7 @@ gitlab_https_start() {
 		        if user is None:
 		            self.reply(401, [("WWW-Authenticate", 'Basic realm="git"')], b"authentication required\n")
 		            return
+		        sys.stderr.write("https-user: %s\n" % user)
 		        path, _, query = self.path.partition("?")
 		        env = {
 		            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

@@ -312,6 +312,9 @@ static void test_sandbox_require(void **state)
 	tree_put(&tr, "pkg/init.lua", "return 'pkg init'\n");
 	tree_put(&tr, "noresult.lua", "loaded_noresult = (loaded_noresult or 0) + 1\n");
 	tree_put(&tr, "broken.lua", "local x = \n");
+	tree_put(&tr, "loop_a.lua", "return require('loop_b')\n");
+	tree_put(&tr, "loop_b.lua", "return require('loop_a')\n");
+	tree_put(&tr, "fails.lua", "fails_runs = (fails_runs or 0) + 1\nerror('module failed')\n");
 	snprintf(secret, sizeof(secret), "%s/secret.lua", tr.outside);
 	write_file(secret, "return 'secret'\n", 16);
 	tree_link(&tr, "escape.lua", secret);
@@ -346,6 +349,16 @@ static void test_sandbox_require(void **state)
 	expect_fail(sb, "return require('bin')", MO_EMODULE,
 		    "require 'bin': bin.lua: binary chunks are not allowed in the sandbox");
 	expect_fail(sb, "return require('broken')", MO_EMODULE, "require 'broken': broken.lua:2:");
+	expect_fail(sb, "return require('loop_a')", MO_EMODULE,
+		    NAME ": loop_b.lua:1: require 'loop_a': circular require (loop_a.lua is still loading)");
+	/* a failure caught by the caller is not taken for a loop */
+	expect_fail(sb, "pcall(require, 'fails') return require('fails')", MO_EMODULE,
+		    NAME ": fails.lua:2: module failed");
+	expect_ok(sb, "return fails_runs", "2");
+	/* a module that failed is not cached: the next task retries it */
+	expect_fail(sb, "return require('fails')", MO_EMODULE, NAME ": fails.lua:2: module failed");
+	expect_fail(sb, "return require('fails')", MO_EMODULE, NAME ": fails.lua:2: module failed");
+	expect_ok(sb, "return fails_runs", "4");
 	/* refusals are ordinary errors: pcall sees them */
 	expect_ok(sb, "local ok, e = pcall(require, '../x') return tostring(ok) .. ' ' .. e",
 		  "false require '../x': outside the module tree (module names look like 'lib.util')");
@@ -518,6 +531,8 @@ static void test_sandbox_memory_huge_string(void **state)
 	/* code can catch it and go on */
 	expect_ok(sb, "local ok, e = pcall(string.rep, 'x', 1 << 30) return tostring(ok) .. ' ' .. e",
 		  "false not enough memory");
+	expect_fail(sb, "local ok, e = pcall(string.rep, 'x', 1 << 30) error(e)", MO_ELIMIT,
+		    "memory limit of 64 MiB exceeded");
 	assert_usable(sb);
 	mo_sandbox_free(sb);
 }
