@@ -25,4 +25,17 @@ int mo_open_json(lua_State *L);
 /* Stack: +1 (the log function: log(msg) / log(level, msg)). */
 int mo_open_log(lua_State *L);
 
+/* The driver table (drivers/registry.c). */
+typedef struct {
+	const char *field;            /* ctx.<field> */
+	int (*open)(lua_State *L);    /* pushes the driver's value; stack +1 */
+} mo_driver;
+
+#include <stddef.h>
+const mo_driver *mo_drivers(size_t *n);
+/* Open every driver into L's registry. Stack: 0. */
+void mo_drivers_open(lua_State *L);
+/* Set every driver as a field of the table on top of L. Stack: 0. */
+void mo_drivers_push_ctx(lua_State *L);
+
 #endif

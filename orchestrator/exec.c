@@ -12,6 +12,7 @@
  */
 #include "exec.h"
 #include "common.h"
+#include "drivers.h"
 #include "graph.h"
 #include "jdiff.h"
 #include "lj.h"
@@ -166,15 +167,8 @@ static void on_wake(mo_task *t, int nargs, void *ud)
 /* Push ctx for job j onto L.  Stack: +1. */
 static void push_ctx(exec *x, job *j, lua_State *L, int with_intent)
 {
-	static const char *const drv[][2] = {
-		{ "mecorch.drv.http", "http" }, { "mecorch.drv.sleep", "sleep" },
-		{ "mecorch.drv.json", "json" }, { "mecorch.drv.log", "log" },
-	};
-	lua_createtable(L, 0, 10);
-	for (size_t i = 0; i < MO_ARRAY_SIZE(drv); i++) {
-		lua_getfield(L, LUA_REGISTRYINDEX, drv[i][0]);
-		lua_setfield(L, -2, drv[i][1]);
-	}
+	lua_createtable(L, 0, 12);
+	mo_drivers_push_ctx(L);
 	lua_pushlightuserdata(L, NULL);
 	lua_setfield(L, -2, "null");
 	lua_pushstring(L, j->address);

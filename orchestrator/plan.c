@@ -648,19 +648,6 @@ static int module_validate(mo_instance *in, lua_State *L)
 	return 0;
 }
 
-static void open_drivers(lua_State *L)
-{
-	/* The drivers' tables live in the registry; the executor builds ctx from them. */
-	mo_open_json(L);
-	lua_setfield(L, LUA_REGISTRYINDEX, "mecorch.drv.json");
-	mo_open_http(L);
-	lua_setfield(L, LUA_REGISTRYINDEX, "mecorch.drv.http");
-	mo_open_sleep(L);
-	lua_setfield(L, LUA_REGISTRYINDEX, "mecorch.drv.sleep");
-	mo_open_log(L);
-	lua_setfield(L, LUA_REGISTRYINDEX, "mecorch.drv.log");
-}
-
 static int instance_load_code(mo_instance *in, mo_rt *rt, const mo_sandbox_limits *limits)
 {
 	char *label = NULL;
@@ -670,7 +657,7 @@ static int instance_load_code(mo_instance *in, mo_rt *rt, const mo_sandbox_limit
 	if ((rc = mo_sandbox_new(&in->sb, in->dir, label, rt, limits)) < 0)
 		goto done;
 	L = mo_sandbox_L(in->sb);
-	open_drivers(L);
+	mo_drivers_open(L);
 	if ((rc = mo_sandbox_loadfile(in->sb, "module.lua")) < 0)
 		goto done;
 	if ((rc = run_pure(in->sb, 0, 1, "loading module.lua")) < 0)

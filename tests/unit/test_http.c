@@ -1160,9 +1160,9 @@ static void test_http_lua_cancel(void **state)
 		assert_int_equal(status, MO_TASK_WAITING);
 		assert_int_equal(mo_loop_pending(rt.loop), 2);
 
+		/* Closing the state withdraws both: the drain below ends once
+		 * the stopped transfer is reaped, and nothing wakes the tasks. */
 		mo_sandbox_free(sb);
-		/* the sleep's timer is gone at once; the transfer stops soon */
-		assert_true(mo_loop_pending(rt.loop) <= 1);
 		mo_task_free(t);
 		mo_task_free(t2);
 	}

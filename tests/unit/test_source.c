@@ -30,7 +30,7 @@
 
 #define TOKEN "tok-5e3b9a71c0d24f86"
 
-static char lab[PATH_MAX];
+static char lab[256];
 static int daemon_port, https_port, sshd_port, have_ssh;
 
 /* ------------------------------------------------------------------ */

@@ -1,0 +1,45 @@
+/*
+ * registry.c - the table of drivers handed to modules as ctx fields.
+ *
+ * Adding a driver is one row here: the ctx field it appears as, and the
+ * luaopen-style function that pushes it.  Each module sandbox opens every
+ * driver once (mo_drivers_open); each action's ctx gets the fields
+ * (mo_drivers_push_ctx).
+ */
+#include "drivers.h"
+#include "common.h"
+
+#include <lauxlib.h>
+
+static const mo_driver drivers[] = {
+	{ "http", mo_open_http },   /* drivers/http.c: request */
+	{ "sleep", mo_open_sleep }, /* drivers/http.c: sleep(ms) */
+	{ "json", mo_open_json },   /* drivers/json.c: encode, decode, null, array */
+	{ "log", mo_open_log },     /* drivers/log.c: log(level, msg) */
+};
+
+const mo_driver *mo_drivers(size_t *n)
+{
+	*n = MO_ARRAY_SIZE(drivers);
+	return drivers;
+}
+
+/* Open every driver into the registry of L ("mecorch.drv.<field>"). */
+void mo_drivers_open(lua_State *L)
+{
+	for (size_t i = 0; i < MO_ARRAY_SIZE(drivers); i++) {
+		lua_pushfstring(L, "mecorch.drv.%s", drivers[i].field);
+		drivers[i].open(L);
+		lua_rawset(L, LUA_REGISTRYINDEX);
+	}
+}
+
+/* Set every driver as a field of the table on top of L. */
+void mo_drivers_push_ctx(lua_State *L)
+{
+	for (size_t i = 0; i < MO_ARRAY_SIZE(drivers); i++) {
+		lua_pushfstring(L, "mecorch.drv.%s", drivers[i].field);
+		lua_rawget(L, LUA_REGISTRYINDEX);
+		lua_setfield(L, -2, drivers[i].field);
+	}
+}
