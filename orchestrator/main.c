@@ -1317,6 +1317,7 @@ int main(int argc, char **argv)
 	}
 	mo_sources_free(c.src);
 	signal_loop = NULL;
+	mo_rt_release(&c.rt);
 	mo_loop_free(c.rt.loop);
 	json_decref(c.vars);
 	return rc;

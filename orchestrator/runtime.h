@@ -31,7 +31,23 @@ typedef struct mo_rt {
 	mo_log_fn log;           /* may be NULL: logs are dropped */
 	void *log_ud;
 	volatile sig_atomic_t *interrupted; /* may be NULL */
+	/* Driver state that lives for a run (drivers/ssh.c: worker threads and
+	 * the connection cache), created lazily by the driver; whoever owns the
+	 * mo_rt calls mo_rt_release() when the run is over. */
+	void *ssh;
+	void (*ssh_free)(void *ssh);
 } mo_rt;
+
+/* Release driver state held by rt (accepts rt == NULL). */
+static inline void mo_rt_release(mo_rt *rt)
+{
+	if (rt && rt->ssh && rt->ssh_free)
+		rt->ssh_free(rt->ssh);
+	if (rt) {
+		rt->ssh = NULL;
+		rt->ssh_free = NULL;
+	}
+}
 
 /* Fill *cfg with the documented defaults. */
 void mo_http_config_defaults(mo_http_config *cfg);

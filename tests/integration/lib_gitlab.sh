@@ -233,12 +233,13 @@ gitlab_https_start() {
 		        sys.stderr.write("https: " + (fmt % args) + "\n")
 
 		    def reply(self, status, headers, body):
-		        self.send_response(status)
-		        for k, v in headers:
-		            self.send_header(k, v)
-		        self.send_header("Content-Length", str(len(body)))
-		        self.end_headers()
-		        self.wfile.write(body)
+		        # One write for head and body: libgit2 1.5 does not wait for
+		        # the body of a 401 that arrives in a later TLS record.
+		        head = "HTTP/1.1 %d %s\r\n" % (status, self.responses.get(status, ("",))[0])
+		        for k, v in headers + [("Content-Length", str(len(body)))]:
+		            head += "%s: %s\r\n" % (k, v)
+		        self.log_request(status)
+		        self.wfile.write(head.encode() + b"\r\n" + body)
 
 		    def body(self):
 		        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -266,7 +267,7 @@ gitlab_https_start() {
 		        data = self.body()
 		        user = self.authorised()
 		        if user is None:
-		            self.reply(401, [("WWW-Authenticate", 'Basic realm="git"')], b"authentication required\n")
+		            self.reply(401, [("WWW-Authenticate", 'Basic realm="git"')], b"")
 		            return
 		        sys.stderr.write("https-user: %s\n" % user)
 		        path, _, query = self.path.partition("?")
