@@ -71,9 +71,10 @@ enum { MO_TASK_DONE = 0, MO_TASK_WAITING = 1 };
 typedef void (*mo_task_wake_fn)(mo_task *t, int nargs, void *ud);
 
 /* Create a task from the function and nargs arguments on top of the
- * sandbox's main stack (all popped).  label names it in errors
+ * sandbox's main stack (all popped, on failure too).  label names it in errors
  * ("module.web.object.a create").  The task is the caller's (mo_task_free). */
 int mo_task_new(mo_task **out, mo_sandbox *sb, int nargs, const char *label);
+/* Never from inside the task's own C functions. */
 void mo_task_free(mo_task *t);
 
 /* Run the task until it finishes, waits for a driver, or fails.
@@ -81,7 +82,9 @@ void mo_task_free(mo_task *t);
  * resume; a driver's results after a wake).  On MO_TASK_DONE *nres results
  * are on top of the task's thread.  Returns 0, or MO_EMODULE (a Lua error,
  * message "name: file:line: msg" with a traceback in mo_task_traceback()),
- * or MO_ELIMIT (instruction budget or memory cap). */
+ * or MO_ELIMIT (instruction budget or memory cap), MO_ENOMEM (a real
+ * allocation failure, not a cap), MO_EINVAL (the task already finished or
+ * its sandbox is gone). */
 int mo_task_resume(mo_task *t, int nargs, int *status, int *nres);
 
 lua_State *mo_task_thread(mo_task *t);

@@ -267,7 +267,8 @@ gitlab_https_start() {
 		        data = self.body()
 		        user = self.authorised()
 		        if user is None:
-		            self.reply(401, [("WWW-Authenticate", 'Basic realm="git"')], b"")
+		            self.reply(401, [("WWW-Authenticate", 'Basic realm="git"'), ("Connection", "close")], b"authentication required\n")
+		            self.close_connection = True
 		            return
 		        sys.stderr.write("https-user: %s\n" % user)
 		        path, _, query = self.path.partition("?")
