@@ -53,11 +53,6 @@ typedef struct loop_post {
 	struct loop_post *next;
 } loop_post;
 
-typedef struct {
-	CURL *easy;
-	CURLcode rc;
-} loop_done;
-
 struct mo_loop {
 	CURLM *multi;
 
@@ -67,14 +62,10 @@ struct mo_loop {
 	loop_timer **ids; /* open addressing, linear probing; NULL = empty */
 	size_t capids, nids;
 	uint64_t next_id;
-	loop_timer **due; /* scratch: the timers one pass runs */
-	size_t capdue;
 
 	/* transfers */
 	loop_xfer *xfers;
 	int nxfers;
-	loop_done *done; /* scratch: finished transfers of one pass */
-	size_t capdone;
 
 	/* posted callbacks (FIFO) */
 	pthread_mutex_t mu;
@@ -267,8 +258,6 @@ void mo_loop_free(mo_loop *loop)
 	pthread_mutex_destroy(&loop->mu);
 	mo_free(loop->heap);
 	mo_free(loop->ids);
-	mo_free(loop->due);
-	mo_free(loop->done);
 	mo_free(loop);
 	curl_global_cleanup();
 }
@@ -314,44 +303,29 @@ void mo_loop_timer_cancel(mo_loop *loop, uint64_t id)
 	ids_del(loop, j);
 }
 
-/* Run the timers due at the start of the pass.  They are taken off the heap
- * first, so a callback that arms a zero-delay timer can't starve the loop;
- * a callback may cancel a timer of the same batch, which then won't run. */
-static int run_timers(mo_loop *loop)
+/* Run the timers due at the start of the pass, in (due, id) order.  Timers
+ * armed by these callbacks (ids >= limit) wait for a later pass, so a
+ * callback re-arming itself with no delay can't starve the loop; they sort
+ * after every timer of this pass anyway, since their due time is at least
+ * the pass's "now".  A callback may cancel a timer of the same pass. */
+static void run_timers(mo_loop *loop)
 {
 	int64_t now = mo_now_ms();
-	size_t n = 0;
+	uint64_t limit = loop->next_id;
 
-	while (loop->nheap > 0 && (loop->heap[0]->cancelled || loop->heap[0]->due <= now)) {
-		loop_timer *t = heap_pop(loop);
+	while (loop->nheap > 0) {
+		loop_timer *t = loop->heap[0];
 		if (t->cancelled) {
-			mo_free(t);
+			mo_free(heap_pop(loop));
 			continue;
 		}
-		if (n == loop->capdue) {
-			size_t cap = loop->capdue ? loop->capdue * 2 : 16;
-			loop_timer **due = mo_realloc(loop->due, cap * sizeof(*due));
-			if (!due) {
-				/* Put it back; it runs on a later pass. */
-				loop->heap[loop->nheap++] = t;
-				heap_up(loop, loop->nheap - 1);
-				break;
-			}
-			loop->due = due;
-			loop->capdue = cap;
-		}
-		loop->due[n++] = t;
-	}
-	/* The batch is out of the heap but its ids stay live until each runs. */
-	for (size_t i = 0; i < n; i++) {
-		loop_timer *t = loop->due[i];
-		if (!t->cancelled) {
-			ids_remove(loop, t->id);
-			t->cb(t->ud);
-		}
+		if (t->due > now || t->id >= limit)
+			break;
+		heap_pop(loop);
+		ids_remove(loop, t->id);
+		t->cb(t->ud);
 		mo_free(t);
 	}
-	return 0;
 }
 
 /* ---- transfers ---------------------------------------------------------- */
@@ -380,32 +354,22 @@ int mo_loop_add_curl(mo_loop *loop, CURL *easy, mo_loop_curl_cb cb, void *ud)
 	return 0;
 }
 
-/* Collect the finished transfers first: info_read's messages don't survive
- * curl_multi_remove_handle(), and a callback may add new transfers. */
-static int run_transfers(mo_loop *loop)
+/* Dispatch the finished transfers.  A message is used before the next
+ * curl call: info_read's messages don't survive curl_multi_remove_handle().
+ * Only this function removes handles, so the queue stays valid while a
+ * callback adds new transfers. */
+static void run_transfers(mo_loop *loop)
 {
 	CURLMsg *msg;
 	int left;
-	size_t n = 0;
 
 	while ((msg = curl_multi_info_read(loop->multi, &left))) {
+		CURL *easy = msg->easy_handle;
+		CURLcode rc = msg->data.result;
+		loop_xfer *x = NULL;
+
 		if (msg->msg != CURLMSG_DONE)
 			continue;
-		if (n == loop->capdone) {
-			size_t cap = loop->capdone ? loop->capdone * 2 : 16;
-			loop_done *d = mo_realloc(loop->done, cap * sizeof(*d));
-			if (!d)
-				return mo_error_set(MO_ENOMEM, "out of memory");
-			loop->done = d;
-			loop->capdone = cap;
-		}
-		loop->done[n].easy = msg->easy_handle;
-		loop->done[n].rc = msg->data.result;
-		n++;
-	}
-	for (size_t i = 0; i < n; i++) {
-		CURL *easy = loop->done[i].easy;
-		loop_xfer *x = NULL;
 		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
 		curl_multi_remove_handle(loop->multi, easy);
 		if (!x)
@@ -418,10 +382,9 @@ static int run_transfers(mo_loop *loop)
 			x->next->prev = x->prev;
 		loop->nxfers--;
 		curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
-		x->cb(easy, loop->done[i].rc, x->ud);
+		x->cb(easy, rc, x->ud);
 		mo_free(x);
 	}
-	return 0;
 }
 
 /* ---- posted callbacks --------------------------------------------------- */
@@ -498,7 +461,6 @@ int mo_loop_run_once(mo_loop *loop, int max_wait_ms)
 {
 	CURLMcode mc;
 	int running = 0;
-	int rc;
 
 	mc = curl_multi_poll(loop->multi, NULL, 0, pass_wait(loop, max_wait_ms), NULL);
 	if (mc != CURLM_OK)
@@ -508,10 +470,8 @@ int mo_loop_run_once(mo_loop *loop, int max_wait_ms)
 	if (mc != CURLM_OK)
 		return mo_error_set_native(MO_EIO, (int)mc, "curl_multi_perform: %s",
 					   curl_multi_strerror(mc));
-	if ((rc = run_transfers(loop)) < 0)
-		return rc;
-	if ((rc = run_timers(loop)) < 0)
-		return rc;
+	run_transfers(loop);
+	run_timers(loop);
 	run_posts(loop);
 	return 0;
 }

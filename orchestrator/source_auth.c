@@ -17,25 +17,26 @@
  * of the credentials file (MECORCH_GIT_CREDENTIALS, lines as git's store
  * writes them: https://user:token@host[:port][/path]), else
  * MECORCH_GIT_TOKEN with MECORCH_GIT_USERNAME (default "x-access-token").
- * Offered once, only over https.  TLS trust is libgit2's, with
- * MECORCH_CA_BUNDLE as the trust store when set (see source_git.c).
+ * Sent once, only over https, in an Authorization header with the first
+ * request (no 401 round trip: libgit2 1.5 mis-parses the response that
+ * follows a 401 carrying a body), redirects then not followed; the
+ * credential callback only reports a rejection or their absence.  TLS
+ * trust is libgit2's, with MECORCH_CA_BUNDLE as the trust store when set
+ * (see source_git.c).
  *
  * Secrets are never copied into error messages.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* FNM_CASEFOLD */
-#endif
 #include "source_int.h"
 #include "common.h"
 
 #include <ctype.h>
-#include <fnmatch.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 /* Total credential requests per fetch; a second request of one kind means
@@ -163,8 +164,29 @@ static long b64_decode(const char *in, size_t n, unsigned char *out)
 
 enum { KH_UNKNOWN, KH_MATCH, KH_MISMATCH, KH_REVOKED };
 
-/* One known_hosts host pattern against `name`: plain (wildcards as in
- * OpenSSH) or hashed "|1|salt|hmac". */
+/* OpenSSH's host pattern match: '*' and '?' wildcards, case-insensitive,
+ * everything else literal ("[127.0.0.1]:2222" included). */
+static int glob_match(const char *pat, const char *s)
+{
+	for (; *pat; pat++, s++) {
+		if (*pat == '*') {
+			while (pat[1] == '*')
+				pat++;
+			if (!pat[1])
+				return 1;
+			for (; *s; s++)
+				if (glob_match(pat + 1, s))
+					return 1;
+			return 0;
+		}
+		if (!*s || (*pat != '?' && tolower((unsigned char)*pat) != tolower((unsigned char)*s)))
+			return 0;
+	}
+	return *s == '\0';
+}
+
+/* One known_hosts host pattern against `name`: plain (with wildcards) or
+ * hashed "|1|salt|hmac". */
 static int host_pattern_matches(const char *pat, size_t n, const char *name)
 {
 	char buf[512];
@@ -186,7 +208,7 @@ static int host_pattern_matches(const char *pat, size_t n, const char *name)
 			return 0;
 		return glen == 20 && !memcmp(got, want, 20);
 	}
-	return fnmatch(buf, name, FNM_CASEFOLD) == 0;
+	return glob_match(buf, name);
 }
 
 static int host_list_matches(const char *list, size_t n, const char *name)
@@ -472,6 +494,57 @@ static int give_up(mo_git_fetch_ctx *ctx, int rejected, const char *fmt, const c
 	return GIT_EAUTH;
 }
 
+/* The https user and password for src: from the url, else the
+ * credentials file, else the token.  0 with both set, MO_ENOTFOUND, or
+ * MO_ENOMEM. */
+static int https_credentials(const mo_git_source *src, const mo_git_auth *a, char **user,
+			     char **pass)
+{
+	*user = *pass = NULL;
+	if (src->url_user) {
+		*user = mo_strdup(src->url_user);
+		*pass = mo_strdup(src->url_pass ? src->url_pass : a->git_token ? a->git_token : "");
+	} else if (!credentials_file_lookup(a->git_credentials, src, user, pass)) {
+		if (!a->git_token)
+			return MO_ENOTFOUND;
+		*user = mo_strdup(a->git_username ? a->git_username : "x-access-token");
+		*pass = mo_strdup(a->git_token);
+	}
+	if (!*user || !*pass) {
+		mo_free(*user);
+		free_secret(*pass);
+		*user = *pass = NULL;
+		return MO_ENOMEM;
+	}
+	return 0;
+}
+
+int mo_git_https_auth_header(char **out, const mo_git_source *src, const mo_git_auth *a)
+{
+	char *user = NULL, *pass = NULL, *plain = NULL, *b64 = NULL;
+	size_t n;
+	int rc;
+
+	*out = NULL;
+	if ((rc = https_credentials(src, a, &user, &pass)) < 0)
+		return rc == MO_ENOTFOUND ? 0 : mo_error_set(MO_ENOMEM, "out of memory");
+	plain = mo_sprintf("%s:%s", user, pass);
+	n = plain ? strlen(plain) : 0;
+	b64 = plain ? mo_malloc((n + 2) / 3 * 4 + 3) : NULL;
+	if (b64) {
+		b64_encode((const unsigned char *)plain, n, b64);
+		while (strlen(b64) % 4)
+			strcat(b64, "=");
+		*out = mo_sprintf("Authorization: Basic %s", b64);
+	}
+	rc = *out ? 0 : mo_error_set(MO_ENOMEM, "out of memory");
+	mo_free(user);
+	free_secret(pass);
+	free_secret(plain);
+	free_secret(b64);
+	return rc;
+}
+
 int mo_git_credentials_cb(git_credential **out, const char *url, const char *username_from_url,
 			  unsigned int allowed_types, void *payload)
 {
@@ -508,23 +581,13 @@ int mo_git_credentials_cb(git_credential **out, const char *url, const char *use
 	if (ctx->src->scheme == MO_GIT_HTTPS && (allowed_types & GIT_CREDENTIAL_USERPASS_PLAINTEXT)) {
 		char *user = NULL, *pass = NULL;
 		int rc;
+		/* pass_tries starts at 1 when the fetch already sent them in
+		 * an Authorization header. */
 		if (ctx->pass_tries++ > 0)
 			return give_up(ctx, 1, "%s", "credentials rejected");
-		if (ctx->src->url_user) {
-			user = mo_strdup(ctx->src->url_user);
-			pass = mo_strdup(ctx->src->url_pass ? ctx->src->url_pass
-						: a->git_token ? a->git_token : "");
-		} else if (!credentials_file_lookup(a->git_credentials, ctx->src, &user, &pass) &&
-			   a->git_token) {
-			user = mo_strdup(a->git_username ? a->git_username : "x-access-token");
-			pass = mo_strdup(a->git_token);
-		}
-		if (!user || !pass) {
-			mo_free(user);
-			free_secret(pass);
+		if (https_credentials(ctx->src, a, &user, &pass) < 0)
 			return give_up(ctx, 0, "%s", "no credentials (set MECORCH_GIT_TOKEN or "
 				       "MECORCH_GIT_CREDENTIALS)");
-		}
 		rc = git_credential_userpass_plaintext_new(out, user, pass);
 		mo_free(user);
 		free_secret(pass);

@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -575,6 +576,7 @@ int mo_git_mirror_fetch(mo_git_mirror *m, const mo_git_source *src, const mo_git
 	git_remote *remote = NULL;
 	git_reference *head = NULL;
 	git_buf branch = { 0 };
+	char *authz = NULL;
 	mo_git_fetch_ctx ctx;
 	int rc = 0, gerr;
 
@@ -589,6 +591,17 @@ int mo_git_mirror_fetch(mo_git_mirror *m, const mo_git_source *src, const mo_git
 	fo.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
 	fo.update_fetchhead = 0;
 	fo.proxy_opts.type = GIT_PROXY_AUTO;
+
+	if (src->scheme == MO_GIT_HTTPS) {
+		if ((rc = mo_git_https_auth_header(&authz, src, auth)) < 0)
+			return rc;
+		if (authz) {
+			fo.custom_headers.strings = &authz;
+			fo.custom_headers.count = 1;
+			fo.follow_redirects = GIT_REMOTE_REDIRECT_NONE; /* keep them on this host */
+			ctx.pass_tries = 1;
+		}
+	}
 
 	pthread_mutex_lock(&fetch_lock);
 	if (src->scheme == MO_GIT_HTTPS && (rc = set_trust(auth->ca_bundle)) < 0)
@@ -610,6 +623,10 @@ done:
 	git_reference_free(head);
 	git_buf_dispose(&branch);
 	git_remote_free(remote);
+	if (authz) {
+		memset(authz, 0, strlen(authz));
+		mo_free(authz);
+	}
 	return rc;
 }
 

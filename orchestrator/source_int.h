@@ -111,6 +111,9 @@ void mo_git_auth_free(mo_git_auth *a);
 int mo_git_credentials_cb(git_credential **out, const char *url,
 			  const char *username_from_url, unsigned int allowed_types,
 			  void *payload);
+/* "Authorization: Basic ..." for an https source with credentials, else
+ * *out = NULL.  The caller wipes and frees it. */
+int mo_git_https_auth_header(char **out, const mo_git_source *src, const mo_git_auth *a);
 int mo_git_certificate_cb(git_cert *cert, int valid, const char *host, void *payload);
 
 #endif

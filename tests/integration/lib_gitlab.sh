@@ -233,8 +233,6 @@ gitlab_https_start() {
 		        sys.stderr.write("https: " + (fmt % args) + "\n")
 
 		    def reply(self, status, headers, body):
-		        # One write for head and body: libgit2 1.5 does not wait for
-		        # the body of a 401 that arrives in a later TLS record.
 		        head = "HTTP/1.1 %d %s\r\n" % (status, self.responses.get(status, ("",))[0])
 		        for k, v in headers + [("Content-Length", str(len(body)))]:
 		            head += "%s: %s\r\n" % (k, v)
@@ -267,8 +265,7 @@ gitlab_https_start() {
 		        data = self.body()
 		        user = self.authorised()
 		        if user is None:
-		            self.reply(401, [("WWW-Authenticate", 'Basic realm="git"'), ("Connection", "close")], b"authentication required\n")
-		            self.close_connection = True
+		            self.reply(401, [("WWW-Authenticate", 'Basic realm="git"')], b"authentication required\n")
 		            return
 		        sys.stderr.write("https-user: %s\n" % user)
 		        path, _, query = self.path.partition("?")

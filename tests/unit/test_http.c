@@ -895,6 +895,48 @@ static void test_http_abort(void **state)
 	rt_fini(&rt);
 }
 
+/* Fail the Nth allocation from submit on, for every N until the request
+ * gets through: each run either refuses the submit cleanly or completes
+ * (possibly with an error); nothing leaks or crashes. */
+static void test_http_alloc_failures(void **state)
+{
+	mo_rt rt;
+	mo_http_header h[] = { { "X-A", "b" }, { "X-B", "c" } };
+	int ex[] = { 200 };
+	mo_http_request req = { .url = url("/ok"), .headers = h, .nheaders = 2,
+				.expect = ex, .nexpect = 1 };
+	int succeeded = 0, refused = 0, failed = 0;
+	(void)state;
+
+	req.auth.type = MO_HTTP_AUTH_BEARER;
+	req.auth.token = "t";
+	rt_init(&rt);
+	for (long n = 1; n <= 200 && !succeeded; n++) {
+		result r;
+		int rc;
+		memset(&r, 0, sizeof(r));
+		mo_alloc_fail_after(n);
+		rc = mo_http_submit(&rt, &req, on_done, &r);
+		if (rc < 0) {
+			mo_alloc_fail_after(0);
+			assert_int_equal(rc, MO_ENOMEM);
+			refused++;
+			continue;
+		}
+		drive(&rt, &r.done);
+		mo_alloc_fail_after(0);
+		if (r.code == 0 && r.body && strcmp(r.body, "{\"hello\":\"world\",\"list\":[1,2,3]}") == 0)
+			succeeded = 1;
+		else
+			failed++;
+		result_free(&r);
+	}
+	assert_true(succeeded);
+	assert_true(refused > 0);
+	assert_true(failed > 0);
+	rt_fini(&rt);
+}
+
 /* ---- the Lua binding ---------------------------------------------------- */
 
 typedef struct {
@@ -1186,6 +1228,7 @@ int main(void)
 		cmocka_unit_test(test_http_sigv4),
 		cmocka_unit_test(test_http_unix_socket),
 		cmocka_unit_test(test_http_abort),
+		cmocka_unit_test(test_http_alloc_failures),
 		cmocka_unit_test(test_http_lua_request),
 		cmocka_unit_test(test_http_lua_errors),
 		cmocka_unit_test(test_http_lua_sleep),
