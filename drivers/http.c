@@ -67,6 +67,7 @@ struct mo_http_call {
 	int aborted;           /* withdrawn while in flight: free on completion */
 	int timer_armed;
 	uint64_t timer;
+	int64_t retry_at;      /* end of the current backoff */
 
 	/* the last attempt */
 	CURLcode rc;
@@ -467,6 +468,11 @@ static int start_attempt(mo_http_call *c)
 
 static void finish(mo_http_call *c, int add_rc);
 
+#define BACKOFF_SLICE_MS 250 /* how often a backoff looks at the interrupt flag */
+
+/* Arm the next slice of the backoff ending at c->retry_at. */
+static int arm_backoff(mo_http_call *c);
+
 static void on_backoff_done(void *ud)
 {
 	mo_http_call *c = ud;
@@ -475,8 +481,25 @@ static void on_backoff_done(void *ud)
 		finish(c, 0);
 		return;
 	}
+	if (mo_now_ms() < c->retry_at) {
+		if (arm_backoff(c) < 0)
+			finish(c, MO_ENOMEM);
+		return;
+	}
 	if (start_attempt(c) < 0)
 		finish(c, MO_ENOMEM);
+}
+
+static int arm_backoff(mo_http_call *c)
+{
+	int64_t left = c->retry_at - mo_now_ms();
+	int rc;
+	if (left > BACKOFF_SLICE_MS)
+		left = BACKOFF_SLICE_MS;
+	if ((rc = mo_loop_timer(c->rt->loop, left, on_backoff_done, c, &c->timer)) < 0)
+		return rc;
+	c->timer_armed = 1;
+	return 0;
 }
 
 /* Whether the outcome of the last attempt is worth another one. */
@@ -525,11 +548,9 @@ static void on_transfer_done(CURL *easy, CURLcode rc, void *ud)
 	else
 		rt_log(c->rt, "warn", "%s %s: status %ld; retry %d of %d in %lld ms", c->method,
 		       c->url_shown, c->status, c->attempts, max_retries, (long long)delay);
-	if (mo_loop_timer(c->rt->loop, delay, on_backoff_done, c, &c->timer) < 0) {
+	c->retry_at = mo_now_ms() + delay;
+	if (arm_backoff(c) < 0)
 		finish(c, 0);
-		return;
-	}
-	c->timer_armed = 1;
 }
 
 /* Build the response of the last attempt, hand it to the callback, free
@@ -1316,12 +1337,10 @@ static void parse_request(lua_State *L, mo_http_request *req)
 
 	type = field(L, "timeout_ms");
 	if (type != LUA_TNIL) {
-		lua_Integer ms;
-		if (!lua_isinteger(L, -1) && !(type == LUA_TNUMBER && lua_tonumber(L, -1) >= 1))
-			luaL_error(L, "ctx.http.request: field 'timeout_ms' must be a positive integer");
-		ms = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_tonumber(L, -1);
-		if (ms <= 0 || ms > 24 * 3600 * 1000)
-			luaL_error(L, "ctx.http.request: field 'timeout_ms' must be a positive integer");
+		lua_Number ms = lua_tonumber(L, -1);
+		if (type != LUA_TNUMBER || !(ms >= 1 && ms <= 86400000.0))
+			luaL_error(L, "ctx.http.request: field 'timeout_ms' must be a number of "
+				   "milliseconds from 1 to 86400000");
 		req->timeout_ms = (long)ms;
 	}
 	lua_pop(L, 1);
@@ -1517,8 +1536,8 @@ static int request_k(lua_State *L, int status, lua_KContext base)
 	(void)status;
 	if (lua_gettop(L) <= (int)base)
 		return luaL_error(L, "ctx.http.request: no response (out of memory)");
-	if (lua_type(L, -1) == LUA_TSTRING)
-		return lua_error(L);
+	if (lua_type(L, -1) == LUA_TSTRING) /* with the caller's file:line */
+		return luaL_error(L, "%s", lua_tostring(L, -1));
 	return 1;
 }
 

@@ -4,6 +4,7 @@
  * single place to see what exists.  Exit codes: docs/cli.md.
  */
 #include "common.h"
+#include "engine.h"
 #include "exec.h"
 #include "graph.h"
 #include "loop.h"
@@ -50,6 +51,7 @@ typedef struct cli {
 	json_t *vars;
 	int parallelism, fail_fast, json, color, auto_approve, detailed, destroy, refresh, upgrade;
 	int show_sensitive, lease_s;
+	int mode, saved;
 	mo_sandbox_limits limits;
 	mo_rt rt;
 	mo_state *st;
@@ -235,47 +237,6 @@ static void exec_opts(cli *c, mo_exec_opts *o)
 	o->ud = c;
 }
 
-static int recover(cli *c)
-{
-	mo_exec_opts o;
-	size_t n = 0;
-	int rc;
-	exec_opts(c, &o);
-	if ((rc = mo_exec_recover(c->st, c->p, c->src, &c->rt, &o, &n)) < 0)
-		return mo_error_prefix("resolving operations left pending by an interrupted run");
-	return 0;
-}
-
-/* State records to plan against: refreshed from the modules, or as stored. */
-static int current_records(cli *c, mo_resource ***list, size_t *n, json_t **drift)
-{
-	mo_exec_opts o;
-	*drift = NULL;
-	if (c->refresh) {
-		exec_opts(c, &o);
-		return mo_exec_refresh(c->st, c->p, c->src, &c->rt, &o, 0, list, n, drift);
-	}
-	return mo_state_list(c->st, list, n);
-}
-
-static int make_changes(cli *c, mo_changeset **cs, mo_resource **list, size_t n)
-{
-	unsigned char key[32];
-	mo_planner_opts po;
-	int rc;
-	memset(&po, 0, sizeof(po));
-	po.destroy = c->destroy;
-	po.rt = &c->rt;
-	po.sources = c->src;
-	po.limits = &c->limits;
-	if ((rc = mo_state_secret_key(c->st, key)) < 0)
-		return rc;
-	rc = mo_planner_run(cs, c->p, list, n, key, &po);
-	if (rc < 0)
-		mo_resource_list_free(list, n);
-	return rc;
-}
-
 static void print_plan(cli *c, mo_changeset *cs)
 {
 	if (c->json) {
@@ -311,19 +272,20 @@ static int is_saved_plan(const char *path)
 	return yes;
 }
 
-static int write_saved_plan(cli *c, mo_changeset *cs, mo_resource **list, size_t n)
+static int write_saved_plan(cli *c, mo_state *st, mo_changeset *cs, mo_resource **list, size_t n)
 {
+	const mo_plan *p = cs->plan;
 	json_t *doc = json_object(), *vars = json_object(), *recs = json_object();
 	char digest[65], *s;
 	unsigned char key[32];
 	int rc;
-	mo_state_secret_key(c->st, key);
-	for (size_t i = 0; i < c->p->nvars; i++) {
-		json_t *v = json_object_get(c->p->var_values, c->p->vars[i].name);
+	mo_state_secret_key(st, key);
+	for (size_t i = 0; p && i < p->nvars; i++) {
+		json_t *v = json_object_get(p->var_values, p->vars[i].name);
 		if (!v)
 			continue;
-		json_object_set_new(vars, c->p->vars[i].name,
-				    c->p->vars[i].sensitive ? mo_secret_hash(key, v) : json_incref(v));
+		json_object_set_new(vars, p->vars[i].name,
+				    p->vars[i].sensitive ? mo_secret_hash(key, v) : json_incref(v));
 	}
 	for (size_t i = 0; i < n; i++) {
 		json_object_set_new(recs, list[i]->address,
@@ -333,9 +295,9 @@ static int write_saved_plan(cli *c, mo_changeset *cs, mo_resource **list, size_t
 	mo_render_digest(cs, digest);
 	json_object_set_new(doc, "format", json_string("mecorch-plan"));
 	json_object_set_new(doc, "format_version", json_integer(1));
-	json_object_set_new(doc, "plan", json_string(c->p->path));
-	json_object_set_new(doc, "lineage", json_string(mo_state_lineage(c->st)));
-	json_object_set_new(doc, "serial", json_integer(mo_state_serial(c->st)));
+	json_object_set_new(doc, "plan", json_string(p ? p->path : ""));
+	json_object_set_new(doc, "lineage", json_string(mo_state_lineage(st)));
+	json_object_set_new(doc, "serial", json_integer(mo_state_serial(st)));
 	json_object_set_new(doc, "destroy", json_boolean(c->destroy));
 	json_object_set_new(doc, "refresh", json_boolean(c->refresh));
 	json_object_set_new(doc, "variables", vars);
@@ -392,37 +354,6 @@ static int read_saved_plan(cli *c, const char *path, json_t **out)
 		json_object_set(c->vars, k, v);
 	}
 	*out = doc;
-	return 0;
-}
-
-/* The saved prior records as state records. */
-static int saved_records(cli *c, json_t *doc, mo_resource ***list, size_t *n)
-{
-	json_t *prior = json_object_get(doc, "prior");
-	int rc;
-	if ((rc = mo_state_list(c->st, list, n)) < 0)
-		return rc;
-	for (size_t i = 0; i < *n; i++) {
-		json_t *p = json_object_get(prior, (*list)[i]->address);
-		if (!p) {
-			if (json_is_true(json_object_get(doc, "refresh")))
-				(*list)[i]->status = -1; /* was gone at plan time: dropped below */
-			continue;
-		}
-		json_decref((*list)[i]->props);
-		json_decref((*list)[i]->outputs);
-		(*list)[i]->props = json_incref(json_object_get(p, "props"));
-		(*list)[i]->outputs = json_incref(json_object_get(p, "outputs"));
-	}
-	for (size_t i = 0; i < *n;) {
-		if ((*list)[i]->status == -1) {
-			mo_resource_free((*list)[i]);
-			memmove(&(*list)[i], &(*list)[i + 1], (*n - i - 1) * sizeof(**list));
-			(*n)--;
-		} else {
-			i++;
-		}
-	}
 	return 0;
 }
 
@@ -507,131 +438,112 @@ static int print_result(cli *c, mo_exec_result *r, int rc)
 
 /* ---- commands --------------------------------------------------------------- */
 
-/* plan, apply and destroy share this. mode: 0 plan, 1 apply, 2 destroy */
-static int run_plan_apply(cli *c, int mode)
+static int on_planned(void *ud, mo_state *st, mo_changeset *cs, mo_resource **records, size_t n);
+
+/* plan --destroy: show (and save) the destruction, then stop. */
+static int on_planned_stop(void *ud, mo_state *st, mo_changeset *cs, mo_resource **records, size_t n)
 {
-	mo_changeset *cs = NULL;
-	mo_resource **list = NULL;
-	size_t n = 0;
-	json_t *drift = NULL, *saved = NULL;
-	mo_exec_result res;
-	mo_exec_opts eo;
-	int rc, pending;
-	int64_t serial_before;
-	memset(&res, 0, sizeof(res));
-	if (mode == 2)
-		c->destroy = 1;
-	if (mode == 1 && c->plan_path && is_saved_plan(c->plan_path)) {
-		const char *file = c->plan_path;
-		if ((rc = read_saved_plan(c, file, &saved)) < 0)
-			return fail(c, rc);
-		c->refresh = 0;
-	}
-	if ((rc = open_sources(c, MO_SOURCES_LOCKED)) < 0 ||
-	    (rc = open_state(c, mode == 0 ? "plan" : mode == 1 ? "apply" : "destroy")) < 0 ||
-	    (rc = load_plan(c, 0)) < 0)
-		goto done;
-	if (saved && (strcmp(json_string_value(json_object_get(saved, "lineage")) ? json_string_value(json_object_get(saved, "lineage")) : "",
-			     mo_state_lineage(c->st)) ||
-		      json_integer_value(json_object_get(saved, "serial")) != mo_state_serial(c->st))) {
-		rc = mo_error_set(MO_ESTALE, "the state changed since the plan was saved (serial %lld, now "
-				  "%lld): make a new plan", (long long)json_integer_value(json_object_get(saved, "serial")),
-				  (long long)mo_state_serial(c->st));
-		goto done;
-	}
-	serial_before = mo_state_serial(c->st);
-	if ((rc = recover(c)) < 0)
-		goto done;
-	if (saved && mo_state_serial(c->st) != serial_before) {
-		rc = mo_error_set(MO_ESTALE, "operations of an interrupted run were resolved, so the state "
-				  "changed since the plan was saved: make a new plan");
-		goto done;
-	}
-	if (saved)
-		rc = saved_records(c, saved, &list, &n);
-	else if (mode == 2 && c->refresh)
-		rc = mo_state_list(c->st, &list, &n);
-	else
-		rc = current_records(c, &list, &n, &drift);
-	if (rc < 0)
-		goto done;
-	if (drift && json_array_size(drift) && !c->json)
-		print_drift(c, drift);
-	if (mode == 0 && c->out_path) {
-		/* the saved plan records the prior values it was computed from */
-		mo_resource **copy = mo_calloc(n + 1, sizeof(*copy));
-		for (size_t i = 0; copy && i < n; i++)
-			mo_resource_dup(&copy[i], list[i]);
-		if ((rc = make_changes(c, &cs, list, n)) < 0) {
-			mo_resource_list_free(copy, n);
-			goto done;
-		}
-		rc = write_saved_plan(c, cs, copy, n);
-		mo_resource_list_free(copy, n);
-		if (rc < 0)
-			goto done;
-	} else if ((rc = make_changes(c, &cs, list, n)) < 0) {
-		goto done;
-	}
-	list = NULL;
-	if (saved) {
-		char digest[65];
-		mo_render_digest(cs, digest);
-		if (strcmp(digest, json_string_value(json_object_get(saved, "digest")) ? json_string_value(json_object_get(saved, "digest")) : "")) {
-			rc = mo_error_set(MO_ESTALE, "the plan's inputs (plan file, modules or variables) "
-					  "changed since the plan was saved: make a new plan");
-			goto done;
-		}
-	}
-	pending = cs->n_create + cs->n_update + cs->n_replace + cs->n_delete > 0;
-	if (!saved)
-		print_plan(c, cs);
-	if (mode == 0) {
-		if (c->out_path && !c->json)
-			printf("\nSaved the plan to %s. Apply exactly this plan with: mecorch apply %s\n",
-			       c->out_path, c->out_path);
-		rc = 0;
-		mo_changeset_free(cs);
-		cs = NULL;
-		goto done_pending;
-	}
-	if (!pending) {
-		if (!c->json && c->p && !c->destroy)
-			printf("\n");
-	} else if ((rc = confirm(c, mode == 2 ? "destroy" : "apply")) < 0) {
-		goto done;
-	}
-	exec_opts(c, &eo);
-	c->t0 = mo_now_ms();
-	rc = mo_exec_apply(cs, c->destroy ? NULL : c->p, c->st, &c->rt, &eo, &res);
-	if (rc == MO_EFAILED || rc == MO_EINTR || rc == 0) {
-		print_result(c, &res, rc);
-		if (rc != 0)
-			fail(c, rc);
-		goto done_result;
-	}
-done:
-	mo_changeset_free(cs);
-	mo_resource_list_free(list, n);
-	json_decref(drift);
-	json_decref(saved);
-	mo_exec_result_clear(&res);
-	return rc < 0 ? fail(c, rc) : 0;
-done_result:
-	mo_changeset_free(cs);
-	json_decref(drift);
-	json_decref(saved);
-	mo_exec_result_clear(&res);
-	return rc < 0 ? mo_code_exit_status(rc) : 0;
-done_pending:
-	json_decref(drift);
-	json_decref(saved);
-	return c->detailed && pending ? 2 : 0;
+	int rc = on_planned(ud, st, cs, records, n);
+	return rc < 0 ? rc : 1;
 }
 
-static int cmd_plan(cli *c) { return run_plan_apply(c, 0); }
-static int cmd_apply(cli *c) { return run_plan_apply(c, 1); }
-static int cmd_destroy(cli *c) { return run_plan_apply(c, 2); }
+/* The hook between planning and applying: show the plan, save it, confirm. */
+static int on_planned(void *ud, mo_state *st, mo_changeset *cs, mo_resource **records, size_t n)
+{
+	cli *c = ud;
+	int pending = cs->n_create + cs->n_update + cs->n_replace + cs->n_delete > 0;
+	int rc;
+	clear_status(c);
+	if (!c->saved)
+		print_plan(c, cs);
+	if (c->out_path) {
+		if ((rc = write_saved_plan(c, st, cs, records, n)) < 0)
+			return rc;
+		if (!c->json)
+			printf("\nSaved the plan to %s. Apply exactly this plan with: mecorch apply %s\n",
+			       c->out_path, c->out_path);
+	}
+	if (c->mode == MO_RUN_PLAN || !pending || c->saved)
+		return 0;
+	c->t0 = mo_now_ms();
+	return confirm(c, c->mode == MO_RUN_DESTROY ? "destroy" : "apply");
+}
+
+static void run_opts(cli *c, mo_run_opts *o, int mode)
+{
+	mo_run_opts_defaults(o);
+	o->mode = mode;
+	o->plan_path = c->plan_path;
+	o->state_path = c->state_path;
+	o->vars = c->vars;
+	o->lock_path = c->lock_path;
+	o->cache_dir = c->cache_dir;
+	o->refresh = c->refresh;
+	o->parallelism = c->parallelism;
+	o->fail_fast = c->fail_fast;
+	o->lease_s = c->lease_s;
+	o->limits = c->limits;
+	o->http = c->rt.http;
+	o->on_event = on_event;
+	o->log = on_log;
+	o->ud = c;
+	o->planned = on_planned;
+	o->interrupted = &interrupted;
+}
+
+/* plan, apply and destroy share this. */
+static int run_plan_apply(cli *c, int mode)
+{
+	mo_run_opts o;
+	mo_run_result res;
+	json_t *saved = NULL;
+	int rc;
+	memset(&res, 0, sizeof(res));
+	c->mode = mode;
+	if (mode == MO_RUN_APPLY && c->plan_path && is_saved_plan(c->plan_path)) {
+		if ((rc = read_saved_plan(c, c->plan_path, &saved)) < 0)
+			return fail(c, rc);
+		c->saved = 1;
+		c->refresh = 0;
+	}
+	run_opts(c, &o, mode);
+	if (saved) {
+		o.expect_lineage = json_string_value(json_object_get(saved, "lineage"));
+		o.expect_serial = json_integer_value(json_object_get(saved, "serial"));
+		o.expect_digest = json_string_value(json_object_get(saved, "digest"));
+		o.prior = json_object_get(saved, "prior");
+		o.prior_refreshed = json_is_true(json_object_get(saved, "refresh"));
+		if (c->destroy)
+			o.mode = MO_RUN_DESTROY;
+	}
+	if (mode == MO_RUN_PLAN && c->destroy) {
+		/* plan --destroy: compute the destruction, never apply it */
+		o.mode = MO_RUN_DESTROY;
+		c->mode = MO_RUN_PLAN;
+		o.planned = on_planned_stop;
+	}
+	c->t0 = mo_now_ms();
+	rc = mo_run(&o, &res);
+	if (res.applied && (rc == 0 || rc == MO_EFAILED || rc == MO_EINTR)) {
+		print_result(c, &res.exec, rc);
+		if (rc != 0)
+			fail(c, rc);
+		rc = rc < 0 ? mo_code_exit_status(rc) : 0;
+	} else if (rc < 0) {
+		rc = fail(c, rc);
+	} else if (mode == MO_RUN_PLAN) {
+		rc = c->detailed && res.changes ? 2 : 0;
+	} else if (!res.changes && !c->json) {
+		printf("\nNothing to do.\n");
+	}
+	mo_run_result_clear(&res);
+	json_decref(saved);
+	return rc;
+}
+
+static int cmd_plan(cli *c) { return run_plan_apply(c, MO_RUN_PLAN); }
+static int cmd_apply(cli *c) { return run_plan_apply(c, MO_RUN_APPLY); }
+static int cmd_destroy(cli *c) { return run_plan_apply(c, MO_RUN_DESTROY); }
 
 static int cmd_validate(cli *c)
 {
@@ -669,24 +581,21 @@ static int cmd_init(cli *c)
 
 static int cmd_refresh(cli *c)
 {
-	mo_resource **list = NULL;
-	size_t n = 0;
-	json_t *drift = NULL;
-	mo_exec_opts o;
+	mo_run_opts o;
+	mo_run_result res;
 	int rc;
-	if ((rc = open_sources(c, MO_SOURCES_LOCKED)) < 0 || (rc = open_state(c, "refresh")) < 0 ||
-	    (rc = load_plan(c, 0)) < 0 || (rc = recover(c)) < 0)
-		return fail(c, rc);
-	exec_opts(c, &o);
-	c->t0 = mo_now_ms();
-	if ((rc = mo_exec_refresh(c->st, c->p, c->src, &c->rt, &o, 1, &list, &n, &drift)) < 0)
-		return fail(c, rc);
+	run_opts(c, &o, MO_RUN_REFRESH);
+	o.planned = NULL;
+	rc = mo_run(&o, &res);
 	clear_status(c);
-	print_drift(c, drift);
-	rc = json_array_size(drift) > 0;
-	mo_resource_list_free(list, n);
-	json_decref(drift);
-	return c->detailed && rc ? 2 : 0;
+	if (rc < 0) {
+		mo_run_result_clear(&res);
+		return fail(c, rc);
+	}
+	print_drift(c, res.drift);
+	rc = c->detailed && json_array_size(res.drift) > 0 ? 2 : 0;
+	mo_run_result_clear(&res);
+	return rc;
 }
 
 static void print_resource(cli *c, const mo_resource *r, int full)
@@ -1292,7 +1201,7 @@ int main(int argc, char **argv)
 		c.tty = 0;
 	if (c.show_sensitive)
 		c.show_sensitive = 1;
-	if ((rc = mo_loop_new(&c.rt.loop)) < 0) {
+	if ((rc = mo_global_init()) < 0 || (rc = mo_loop_new(&c.rt.loop)) < 0) {
 		rc = fail(&c, rc);
 		json_decref(c.vars);
 		return rc;

@@ -328,6 +328,7 @@ int mo_planner_run(mo_changeset **out, mo_plan *p, mo_resource **state, size_t n
 		goto fail;
 	}
 	memcpy(cs->key, key, 32);
+	cs->plan = p;
 	if ((rc = mo_graph_new(&cs->g)) < 0 || (rc = mo_graph_new(&sg)) < 0)
 		goto fail;
 	for (size_t i = 0; i < nstate; i++) {

@@ -46,6 +46,8 @@ typedef struct {
 	size_t n_create, n_update, n_replace, n_delete, n_noop;
 	json_t *outputs;        /* planned plan outputs: name -> {value, sensitive} */
 	unsigned char key[32];  /* keyed-hash key of the state */
+	mo_plan *plan;          /* the plan it was computed from (borrowed; NULL on destroy
+				   without a plan) */
 } mo_changeset;
 
 typedef struct {

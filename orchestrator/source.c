@@ -448,7 +448,7 @@ static int ensure_tree(mo_sources *s, const mo_git_source *src, const mo_lock_en
 		goto done;
 	if (strcmp(tree, e->tree)) {
 		rc = mo_error_set(MO_ESOURCE, "mecorch.lock pins tree %s but commit %s has tree %s "
-				  "for '%s': the lock file was edited; run `mecorch init -upgrade`",
+				  "for '%s': the lock file was edited; run `mecorch init --upgrade`",
 				  e->tree, e->commit, tree, src->subdir);
 		goto done;
 	}
@@ -608,7 +608,7 @@ static int network_entry(mo_sources *s, const mo_git_source *src, const mo_const
 		rc = mo_git_mirror_ref_commit(m, old->ref, hex);
 		if (rc == MO_ENOTFOUND) {
 			rc = mo_error_set(MO_ESOURCE, "tag %s pinned by mecorch.lock (commit %s) no "
-					  "longer exists in %s: run `mecorch init -upgrade` to "
+					  "longer exists in %s: run `mecorch init --upgrade` to "
 					  "re-resolve", old->ref + 10, old->commit, src->url);
 			goto done;
 		}
@@ -616,13 +616,13 @@ static int network_entry(mo_sources *s, const mo_git_source *src, const mo_const
 			rc = mo_error_set(MO_ESOURCE, "tag %s of %s moved: mecorch.lock pins commit %s "
 					  "but the tag now points to %s; refusing a force-pushed "
 					  "tag (if the change is intended, run `mecorch init "
-					  "-upgrade`)", old->ref + 10, src->url, old->commit, hex);
+					  "--upgrade`)", old->ref + 10, src->url, old->commit, hex);
 			goto done;
 		}
 	}
 	if (!mo_git_mirror_has_commit(m, old->commit)) {
 		rc = mo_error_set(MO_ESOURCE, "commit %s pinned by mecorch.lock is no longer "
-				  "available from %s: run `mecorch init -upgrade`", old->commit,
+				  "available from %s: run `mecorch init --upgrade`", old->commit,
 				  src->url);
 		goto done;
 	}

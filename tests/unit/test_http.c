@@ -328,6 +328,18 @@ static void result_free(result *r)
 	mo_free(r->hdrs);
 }
 
+/* The engine's log: retries are logged when their backoff is armed. */
+static int nretry_logs;
+static char last_log[1024];
+
+static void on_log(void *ud, const char *who, const char *level, const char *msg)
+{
+	(void)ud;
+	if (strcmp(who, "http") == 0 && strstr(msg, "; retry "))
+		nretry_logs++;
+	snprintf(last_log, sizeof(last_log), "%s %s: %s", who, level, msg);
+}
+
 static void rt_init(mo_rt *rt)
 {
 	memset(rt, 0, sizeof(*rt));
@@ -336,6 +348,7 @@ static void rt_init(mo_rt *rt)
 	rt->http.backoff_base_ms = 10;
 	rt->http.backoff_max_ms = 5000;
 	rt->http.max_retries = 5;
+	rt->log = on_log;
 }
 
 static void rt_fini(mo_rt *rt)
@@ -603,7 +616,37 @@ static void test_http_connection_refused(void **state)
 	assert_non_null(strstr(r.error, want));
 	assert_non_null(strstr(r.error, "after 4 attempts"));
 	assert_null(strstr(r.error, "secret"));
+	assert_non_null(strstr(last_log, "http warn: POST http://***@127.0.0.1:"));
+	assert_null(strstr(last_log, "secret"));
 	result_free(&r);
+
+	/* An interrupt during a long backoff ends it: the last failure is
+	 * reported without another attempt. */
+	{
+		static volatile sig_atomic_t intr;
+		result r2;
+		intr = 0;
+		rt.interrupted = &intr;
+		rt.http.backoff_base_ms = 600000;
+		rt.http.backoff_max_ms = 600000;
+		mo_http_request flaky = { .url = url("/flaky/100/intr") };
+		memset(&r2, 0, sizeof(r2));
+		assert_int_equal(mo_http_submit(&rt, &flaky, on_done, &r2), 0);
+		/* one 503 served, the retry waiting (a ten-minute backoff) */
+		nretry_logs = 0;
+		while (nretry_logs < 1) {
+			assert_false(r2.done);
+			assert_int_equal(mo_loop_run_once(rt.loop, 100), 0);
+		}
+		intr = 1;
+		drive(&rt, &r2.done);
+		assert_int_equal(r2.attempts, 1);
+		assert_int_equal(r2.status, 503);
+		assert_int_equal(server_hits(&srv, "/flaky/100/intr"), 1);
+		result_free(&r2);
+		rt.http.backoff_base_ms = 10;
+		rt.http.backoff_max_ms = 5000;
+	}
 
 	/* An interrupt stops retrying: the first failure is reported. */
 	{
@@ -879,8 +922,10 @@ static void test_http_abort(void **state)
 	memset(&r, 0, sizeof(r));
 	/* Waiting for a retry: withdrawn at once. */
 	assert_int_equal(mo_http_start(&call, &rt, &req, on_done, &r), 0);
-	while (server_hits(&srv, "/flaky/100/abort") < 1 || mo_loop_pending(rt.loop) != 1)
+	nretry_logs = 0;
+	while (nretry_logs < 1)
 		assert_int_equal(mo_loop_run_once(rt.loop, 100), 0);
+	assert_int_equal(mo_loop_pending(rt.loop), 1);
 	mo_http_abort(call);
 	assert_int_equal(mo_loop_pending(rt.loop), 0);
 
@@ -1050,7 +1095,8 @@ static void test_http_lua_errors(void **state)
 
 	/* An unexpected status is a Lua error in the module's code. */
 	assert_int_equal(run_task(&rt, sb, expect_chunk, &t, &nres), MO_EMODULE);
-	snprintf(want, sizeof(want), "POST http://127.0.0.1:%d/fail500/lua: expected 200/201, got 500: boom",
+	snprintf(want, sizeof(want),
+		 "test.lua:2: POST http://127.0.0.1:%d/fail500/lua: expected 200/201, got 500: boom",
 		 srv.port);
 	assert_non_null(strstr(mo_error_last()->message, want));
 	mo_task_free(t);
@@ -1088,7 +1134,14 @@ static void test_http_lua_errors(void **state)
 			  "fields 'body' and 'json' are exclusive" },
 			{ "ctx.http.request{ url = 'http://x/', headers = { A = 1 } }",
 			  "field 'headers.A' must be a string" },
-			{ "ctx.sleep(-1)", "ctx.sleep: ms must be a non-negative number" },
+			{ "ctx.http.request{ url = 'http://x/', timeout_ms = 0 }",
+			  "field 'timeout_ms' must be a number of milliseconds" },
+			{ "ctx.http.request{ url = 'http://x/', method = 'GE T' }",
+			  "ctx.http.request: bad HTTP method" },
+			{ "ctx.http.request{ url = 'http://x/', auth = { type = 'digest' } }",
+			  "field 'auth.type' must be \"bearer\", \"basic\" or \"aws_sigv4\"" },
+			{ "ctx.http.request('http://x/')", "ctx.http.request: expected a table argument" },
+			{ "ctx.sleep(-1)", "test.lua:2: ctx.sleep: ms must be a non-negative number" },
 		};
 		for (size_t i = 0; i < MO_ARRAY_SIZE(cases); i++) {
 			char code[512];

@@ -1,0 +1,323 @@
+# lib.sh - shared helpers of the integration tests (tests/integration/test_*.sh).
+#
+# Source it from a test script: it sets `-u -o pipefail` (not -e: the tests
+# look at exit statuses), creates a private temp directory $T, points
+# MECORCH_STATE at $T/state.db and the module cache at $T/cache, cds into $T,
+# and on EXIT kills every labcloud and background mecorch it started and
+# removes $T (kept, and its path printed, when a check failed or IT_KEEP=1).
+#
+# Binaries come from the environment CMake sets for ctest (MECORCH, LABCLOUD,
+# MO_SOURCE_DIR), else from the build/ directory beside the sources.
+#
+#   lab_start [labcloud options...]   start labcloud on a free 127.0.0.1 port
+#                                     (--port-file); sets LAB_PID LAB_PORT LAB_URL
+#   lab_stop                          stop the current labcloud
+#   lab_get PATH / lab_put PATH JSON / lab_post PATH JSON / lab_delete PATH
+#   lab_config JSON                   PUT /_config
+#   lab_reset_stats / lab_wipe        POST /_stats/reset / DELETE /_objects
+#   lab_stat JQ                       a value of GET /_stats, e.g. lab_stat .max_in_flight
+#   lab_total                         total_objects
+#   lab_pairs                         "collection id" of every object, sorted
+#
+#   mo ARGS...                        run mecorch; RC, OUT (stdout file), ERR (stderr file)
+#   mo_bg LOG ARGS...                 run mecorch in the background; sets BG_PID
+#   state_pairs                       "collection id" of every resource in the state, sorted
+#
+#   check_rc DESC WANT                RC of the last `mo` equals WANT
+#   check_eq DESC WANT GOT
+#   check_true DESC COMMAND...        COMMAND succeeds
+#   check_out_has DESC TEXT           the last `mo`'s stdout+stderr contains TEXT (fixed string)
+#   check_out_lacks DESC TEXT
+#   check_lab_matches_state DESC      labcloud's objects == the state's resources, by id,
+#                                     per collection; no duplicate name in a collection
+#   finish                            print "N passed, M failed" and exit 0 / 1
+#
+# Every check prints one line "ok - DESC" or "FAIL - DESC" followed by what was
+# expected and what was seen.
+
+set -u -o pipefail
+
+IT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MO_SOURCE_DIR=${MO_SOURCE_DIR:-$(cd "$IT_DIR/../.." && pwd)}
+MECORCH=${MECORCH:-$MO_SOURCE_DIR/build/mecorch}
+LABCLOUD=${LABCLOUD:-$MO_SOURCE_DIR/build/labcloud}
+FIXTURES=$MO_SOURCE_DIR/tests/fixtures
+GENERIC=$MO_SOURCE_DIR/iac-modules/lab/generic
+
+for _bin in "$MECORCH" "$LABCLOUD"; do
+	if [ ! -x "$_bin" ]; then
+		echo "missing binary $_bin (build it, or set MECORCH / LABCLOUD)" >&2
+		exit 1
+	fi
+done
+for _tool in curl jq; do
+	if ! command -v "$_tool" >/dev/null; then
+		echo "the integration tests need $_tool" >&2
+		exit 1
+	fi
+done
+unset _bin _tool
+
+PASSED=0
+FAILED=0
+IT_PIDS=()
+LAB_PID=
+LAB_PORT=
+LAB_URL=
+RC=0
+MO_N=0
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/mecorch-it.XXXXXX")
+export MECORCH_STATE=$T/state.db
+export XDG_CACHE_HOME=$T/cache
+export NO_COLOR=1
+unset MECORCH_STATE_KEY MECORCH_LOG
+# Variables from the caller's environment must not leak into the plans.
+while read -r _v; do unset "$_v"; done < <(env | sed -n 's/^\(MECORCH_VAR_[A-Za-z0-9_]*\)=.*/\1/p')
+unset _v
+OUT=$T/out
+ERR=$T/err
+cd "$T" || exit 1
+
+_it_cleanup() {
+	local p
+	for p in "${IT_PIDS[@]}"; do
+		kill -CONT "$p" 2>/dev/null
+		kill -KILL "$p" 2>/dev/null
+	done
+	for p in "${IT_PIDS[@]}"; do
+		wait "$p" 2>/dev/null
+	done
+	if [ "$FAILED" -gt 0 ] || [ "${IT_KEEP:-0}" = 1 ]; then
+		echo "(kept $T)"
+	else
+		rm -rf "$T"
+	fi
+}
+trap _it_cleanup EXIT
+
+# ---- output -----------------------------------------------------------------
+
+say() {
+	echo "== $*"
+}
+
+_pass() {
+	PASSED=$((PASSED + 1))
+	echo "ok - $1"
+}
+
+# _fail DESC [detail lines...]
+_fail() {
+	FAILED=$((FAILED + 1))
+	echo "FAIL - $1"
+	shift
+	local l
+	for l in "$@"; do
+		echo "    $l"
+	done
+}
+
+# The tail of the last mecorch run's output, indented, for failure reports.
+_last_output() {
+	echo "    --- stdout (last 15 lines):"
+	tail -n 15 "$OUT" 2>/dev/null | sed 's/^/    | /'
+	echo "    --- stderr (last 15 lines):"
+	tail -n 15 "$ERR" 2>/dev/null | sed 's/^/    | /'
+}
+
+finish() {
+	echo
+	echo "$PASSED passed, $FAILED failed"
+	[ "$FAILED" -eq 0 ] && exit 0
+	exit 1
+}
+
+# ---- checks -----------------------------------------------------------------
+
+check_eq() {
+	if [ "$2" = "$3" ]; then
+		_pass "$1"
+	else
+		_fail "$1" "expected: $2" "seen:     $3"
+	fi
+}
+
+check_rc() {
+	if [ "$RC" -eq "$2" ]; then
+		_pass "$1"
+	else
+		_fail "$1" "expected exit status $2, seen $RC (mecorch ${MO_ARGS:-})"
+		_last_output
+	fi
+}
+
+check_true() {
+	local desc=$1
+	shift
+	if "$@"; then
+		_pass "$desc"
+	else
+		_fail "$desc" "this command failed: $*"
+	fi
+}
+
+check_out_has() {
+	if cat "$OUT" "$ERR" | grep -qF -- "$2"; then
+		_pass "$1"
+	else
+		_fail "$1" "expected the output to contain: $2"
+		_last_output
+	fi
+}
+
+check_out_lacks() {
+	if cat "$OUT" "$ERR" | grep -qF -- "$2"; then
+		_fail "$1" "expected the output not to contain: $2"
+		_last_output
+	else
+		_pass "$1"
+	fi
+}
+
+# ---- mecorch ----------------------------------------------------------------
+
+# mo ARGS...: run mecorch (stdin closed), stdout to $OUT, stderr to $ERR, RC set.
+# Each run's output is also kept as $T/run.N.{out,err} for a post-mortem.
+mo() {
+	MO_N=$((MO_N + 1))
+	MO_ARGS="$*"
+	"$MECORCH" "$@" </dev/null >"$OUT" 2>"$ERR"
+	RC=$?
+	cp "$OUT" "$T/run.$MO_N.out"
+	cp "$ERR" "$T/run.$MO_N.err"
+	echo "$RC $*" >"$T/run.$MO_N.cmd"
+	return 0
+}
+
+# mo_bg LOG ARGS...: mecorch in the background, output to LOG; BG_PID.
+mo_bg() {
+	local log=$1
+	shift
+	"$MECORCH" "$@" </dev/null >"$log" 2>&1 &
+	BG_PID=$!
+	IT_PIDS+=("$BG_PID")
+}
+
+# "collection id" for every resource of the state (any status), sorted.
+# A resource without an id prints "collection <no-id>".
+state_pairs() {
+	"$MECORCH" show --json </dev/null |
+		jq -r 'select(.address != null) |
+			"\(.props.collection // "<no-collection>") \(if (.id // "") == "" then "<no-id>" else .id end)"' |
+		LC_ALL=C sort
+}
+
+# Wait (bounded, ~10 s) until `lock list --json` shows a lock; prints its JSON.
+wait_for_lock() {
+	local i l
+	for i in $(seq 1 200); do
+		l=$("$MECORCH" lock list --json </dev/null 2>/dev/null | jq -c '.lock // empty' 2>/dev/null)
+		if [ -n "$l" ]; then
+			echo "$l"
+			return 0
+		fi
+		sleep 0.05
+	done
+	return 1
+}
+
+# ---- labcloud ---------------------------------------------------------------
+
+# lab_start [labcloud options...]: a labcloud on 127.0.0.1, port from --port-file.
+lab_start() {
+	local pf i
+	pf=$(mktemp "$T/lab.port.XXXXXX")
+	rm -f "$pf"
+	"$LABCLOUD" --listen 127.0.0.1:0 --port-file "$pf" "$@" >>"$T/labcloud.log" 2>&1 &
+	LAB_PID=$!
+	IT_PIDS+=("$LAB_PID")
+	for i in $(seq 1 200); do
+		[ -s "$pf" ] && break
+		if ! kill -0 "$LAB_PID" 2>/dev/null; then
+			echo "labcloud $* exited at start:" >&2
+			tail -n 5 "$T/labcloud.log" >&2
+			exit 1
+		fi
+		sleep 0.05
+	done
+	if [ ! -s "$pf" ]; then
+		echo "labcloud did not write its port file" >&2
+		exit 1
+	fi
+	LAB_PORT=$(tr -d '[:space:]' <"$pf")
+	LAB_URL=http://127.0.0.1:$LAB_PORT
+}
+
+lab_stop() {
+	if [ -n "$LAB_PID" ]; then
+		kill -TERM "$LAB_PID" 2>/dev/null
+		wait "$LAB_PID" 2>/dev/null
+		LAB_PID=
+	fi
+}
+
+_lab_curl() {
+	curl -sS --max-time 30 -H 'Content-Type: application/json' "$@"
+}
+
+lab_get() { _lab_curl "$LAB_URL$1"; }
+lab_put() { _lab_curl -X PUT "$LAB_URL$1" -d "$2"; }
+lab_post() { _lab_curl -X POST "$LAB_URL$1" -d "$2"; }
+lab_delete() { _lab_curl -X DELETE "$LAB_URL$1"; }
+lab_config() { lab_put /_config "$1" >/dev/null; }
+lab_reset_stats() { _lab_curl -X POST "$LAB_URL/_stats/reset" >/dev/null; }
+lab_wipe() { lab_delete /_objects >/dev/null; }
+lab_stat() { lab_get /_stats | jq -r "$1"; }
+lab_total() { lab_stat .total_objects; }
+
+# All objects of a collection as a JSON array.
+lab_items() {
+	lab_get "/v1/$1" | jq -c '.items'
+}
+
+# "collection id" of every object labcloud holds, sorted.
+lab_pairs() {
+	local c
+	for c in $(lab_stat '.objects | keys[]'); do
+		lab_get "/v1/$c" | jq -r --arg c "$c" '.items[] | "\($c) \(.id)"'
+	done | LC_ALL=C sort
+}
+
+# check_lab_matches_state DESC: the same (collection, id) pairs on both sides,
+# no id twice in the state, no name twice in a labcloud collection.
+check_lab_matches_state() {
+	local desc=$1 lab st only_lab only_state dup_state dup_names c
+	lab=$(lab_pairs)
+	st=$(state_pairs)
+	only_lab=$(LC_ALL=C comm -23 <(echo "$lab") <(echo "$st") | grep -v '^$')
+	only_state=$(LC_ALL=C comm -13 <(echo "$lab") <(echo "$st") | grep -v '^$')
+	dup_state=$(echo "$st" | grep -v '^$' | uniq -d)
+	dup_names=$(for c in $(lab_stat '.objects | keys[]'); do
+		lab_get "/v1/$c" | jq -r --arg c "$c" '.items[] | "\($c)/\(.name)"'
+	done | LC_ALL=C sort | uniq -d)
+	if [ -z "$only_lab$only_state$dup_state$dup_names" ]; then
+		_pass "$desc ($(echo "$lab" | grep -c .) objects)"
+	else
+		_fail "$desc" \
+			"labcloud objects not in the state (orphans): $(echo $only_lab)" \
+			"state resources not in labcloud (missing):  $(echo $only_state)" \
+			"ids twice in the state: $(echo $dup_state)" \
+			"names twice in a labcloud collection (duplicates): $(echo $dup_names)"
+	fi
+}
+
+# A random integer in [0, $1).
+rand_below() {
+	echo $(((RANDOM * 32768 + RANDOM) % $1))
+}
+
+# Sleep N milliseconds.
+sleep_ms() {
+	sleep "$(printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)))"
+}
