@@ -63,7 +63,6 @@ struct mo_http_call {
 
 	int attempts;
 	int64_t start_ms;
-	int in_flight;
 	int aborted;           /* withdrawn while in flight: free on completion */
 	int timer_armed;
 	uint64_t timer;
@@ -454,16 +453,12 @@ static int interrupted(const mo_rt *rt)
 
 static void on_transfer_done(CURL *easy, CURLcode rc, void *ud);
 
-/* Start (or restart) a transfer.  On failure the call is finished. */
+/* Start (or restart) a transfer. */
 static int start_attempt(mo_http_call *c)
 {
-	int rc;
 	call_reset_response(c);
 	c->attempts++;
-	c->in_flight = 1;
-	if ((rc = mo_loop_add_curl(c->rt->loop, c->easy, on_transfer_done, c)) < 0)
-		c->in_flight = 0;
-	return rc;
+	return mo_loop_add_curl(c->rt->loop, c->easy, on_transfer_done, c);
 }
 
 static void finish(mo_http_call *c, int add_rc);
@@ -523,7 +518,6 @@ static void on_transfer_done(CURL *easy, CURLcode rc, void *ud)
 	int64_t delay, ra;
 	int max_retries = c->rt->http.max_retries > 0 ? c->rt->http.max_retries : 0;
 
-	c->in_flight = 0;
 	if (c->aborted) {
 		call_free(c);
 		return;
@@ -1167,9 +1161,11 @@ static lua_op *op_new(lua_State *L, int kind, mo_task *t, mo_rt *rt)
 
 	ensure_registry(L);
 	lua_rawgetp(L, LUA_REGISTRYINDEX, &pending_key);
-	a = lua_newuserdatauv(L, sizeof(*a), 0);
+	a = lua_newuserdatauv(L, sizeof(*a), 1);
 	a->op = NULL;
 	luaL_setmetatable(L, ANCHOR_MT);
+	lua_pushthread(L); /* keeps the thread alive, see task_alive() */
+	lua_setiuservalue(L, -2, 1);
 	lua_rawsetp(L, -2, L);
 	lua_pop(L, 1);
 	if (!(op = mo_calloc(1, sizeof(*op)))) {
@@ -1184,6 +1180,14 @@ static lua_op *op_new(lua_State *L, int kind, mo_task *t, mo_rt *rt)
 	op->anchor = a;
 	a->op = op;
 	return op;
+}
+
+/* Whether op's task still exists.  The anchor keeps the thread alive and
+ * mo_task_free() clears the thread's task pointer, so a task freed without
+ * mo_http_cancel_task() is detected here instead of being woken. */
+static int task_alive(const lua_op *op)
+{
+	return mo_task_from_lua(op->thread) == op->task;
 }
 
 /* Detach op from its anchor and the registry (no allocation: the entry
@@ -1516,6 +1520,10 @@ static void on_request_done(const mo_http_response *res, void *ud)
 	int nargs = 0;
 
 	op->call = NULL; /* freed by the engine after this returns */
+	if (!task_alive(op)) {
+		op_finish(op);
+		return;
+	}
 	if (lua_checkstack(main, 3)) {
 		lua_pushcfunction(main, push_result);
 		lua_pushlightuserdata(main, &p);
@@ -1580,7 +1588,10 @@ int mo_open_http(lua_State *L)
 static void on_sleep_done(void *ud)
 {
 	lua_op *op = ud;
-	mo_task_wake(op_finish(op), 0);
+	int alive = task_alive(op);
+	mo_task *t = op_finish(op);
+	if (alive)
+		mo_task_wake(t, 0);
 }
 
 /* sleep(ms).  Stack: ms in, nothing out.  Yields. */

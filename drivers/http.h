@@ -26,11 +26,15 @@
  *
  * Cancellation.  mo_http_start() returns a handle that mo_http_abort() uses
  * to withdraw a request: its callback is then never called.  For the Lua
- * binding the executor calls mo_http_cancel_task() before freeing a task
- * that may be waiting in ctx.http.request or ctx.sleep (an aborted run).
- * Closing a sandbox's lua_State also withdraws every request and sleep of
- * its tasks (a finalizer guards each one), so a completion never touches a
- * freed task or state.
+ * binding the executor should call mo_http_cancel_task() before freeing a
+ * task that may be waiting in ctx.http.request or ctx.sleep (an aborted
+ * run): that stops the transfer or timer at once.  Without it the wait runs
+ * to its end and its result is dropped, because a completion first checks
+ * that the task is still the one its thread belongs to (the binding keeps
+ * the thread alive; mo_task_free() clears the thread's task pointer).
+ * Closing a sandbox's lua_State withdraws every request and sleep of its
+ * tasks (a finalizer guards each one).  Either way a completion never
+ * touches a freed task or state.
  */
 #ifndef MO_HTTP_H
 #define MO_HTTP_H

@@ -863,6 +863,12 @@ int mo_exec_apply(mo_changeset *cs, mo_plan *p, mo_state *st, mo_rt *rt, const m
 	rc = run_jobs(&x);
 	/* plan outputs, from what is known now */
 	res->outputs = json_object();
+	if (!p && rc == 0) {
+		/* a destroy leaves no outputs behind */
+		json_t *none = json_object();
+		rc = mo_state_outputs_set(st, none);
+		json_decref(none);
+	}
 	if (p && (rc == 0 || rc == MO_EFAILED || rc == MO_EINTR)) {
 		json_t *stored = json_object();
 		int orc = 0;

@@ -306,9 +306,13 @@ static int plan_outputs(mo_changeset *cs, mo_plan *p)
 	if (!p)
 		return 0;
 	json_object_foreach(p->outputs, k, v) {
+		json_t *masked;
 		if ((rc = mo_resolve(json_object_get(v, "value"), known_value, cs, &val, NULL)) < 0)
 			return mo_error_prefix("output '%s'", k);
-		json_object_set_new(cs->outputs, k, json_pack("{s:o,s:O}", "value", val, "sensitive",
+		masked = json_is_true(json_object_get(v, "sensitive")) ? mo_secret_hash(cs->key, val)
+								       : mo_mask(val, NULL, p->secrets, cs->key);
+		json_decref(val);
+		json_object_set_new(cs->outputs, k, json_pack("{s:o,s:O}", "value", masked, "sensitive",
 							       json_object_get(v, "sensitive")));
 	}
 	return 0;

@@ -1235,6 +1235,32 @@ static void test_http_lua_cancel(void **state)
 		assert_int_equal(mo_loop_run_once(rt.loop, 100), 0);
 	assert_int_equal(w.woken, 0);
 
+	/* A task freed while waiting, without mo_http_cancel_task(): the
+	 * result is dropped when it arrives, the task is not woken. */
+	{
+		const char *s = "local ctx = ...\nctx.sleep(20)\n";
+		assert_int_equal(mo_sandbox_loadbuffer(sb, s, strlen(s), "s.lua"), 0);
+		push_ctx(mo_sandbox_L(sb));
+		assert_int_equal(mo_task_new(&t, sb, 1, "forgotten sleep"), 0);
+		mo_task_set_wake(t, on_wake, &w);
+		assert_int_equal(mo_task_resume(t, 0, &status, &nres), 0);
+		assert_int_equal(status, MO_TASK_WAITING);
+		mo_task_free(t);
+		assert_int_equal(mo_sandbox_loadbuffer(sb, code, strlen(code), "c.lua"), 0);
+		push_ctx(mo_sandbox_L(sb));
+		assert_int_equal(mo_task_new(&t, sb, 1, "forgotten request"), 0);
+		mo_task_set_wake(t, on_wake, &w);
+		assert_int_equal(mo_task_resume(t, 0, &status, &nres), 0);
+		assert_int_equal(status, MO_TASK_WAITING);
+		mo_task_free(t);
+		lua_gc(mo_sandbox_L(sb), LUA_GCCOLLECT);
+		while (mo_loop_pending(rt.loop) > 0) {
+			assert_int_equal(mo_loop_run_once(rt.loop, 100), 0);
+			lua_gc(mo_sandbox_L(sb), LUA_GCCOLLECT);
+		}
+		assert_int_equal(w.woken, 0);
+	}
+
 	/* Sleep and request waits withdrawn by closing the sandbox. */
 	{
 		const char *s = "local ctx = ...\nctx.sleep(60000)\n";

@@ -758,6 +758,53 @@ static void test_source_cache_modified(void **state)
 	mo_free(dir);
 }
 
+/* Every allocation failure in open / resolve / commit is reported, never
+ * a crash or a leak (the sanitizer build checks the latter). */
+static void test_source_oom(void **state)
+{
+	const char *plan = fresh_dir("oom");
+	char url[256], *dir = NULL, *pin = NULL;
+	mo_sources *s;
+	int mode, n, rc, done;
+	(void)state;
+
+	daemon_url(url, sizeof(url), "modules", "//modules/net");
+	s = open_mode(plan, plan, MO_SOURCES_INIT);
+	resolve_ok(s, url, "~> 1.0", &dir, &pin);
+	mo_free(dir);
+	mo_free(pin);
+	assert_int_equal(mo_sources_commit(s), 0);
+	mo_sources_free(s);
+
+	for (mode = MO_SOURCES_LOCKED; mode <= MO_SOURCES_INIT; mode++) {
+		for (n = 1, done = 0; !done && n < 2000; n++) {
+			mo_source_opts o = opts_for(plan, plan, mode);
+			s = NULL;
+			dir = pin = NULL;
+			mo_alloc_fail_after(n);
+			rc = mo_sources_open(&s, &o);
+			if (rc == 0)
+				rc = mo_sources_resolve(s, url, "~> 1.0", &dir, &pin);
+			if (rc == 0)
+				rc = mo_sources_commit(s);
+			mo_alloc_fail_after(0);
+			if (rc == 0) {
+				assert_non_null(dir);
+				assert_version(dir, "1.1.0");
+				done = 1;
+			} else {
+				assert_true(rc < 0);
+				assert_null(dir);
+			}
+			mo_free(dir);
+			mo_free(pin);
+			mo_sources_free(s);
+		}
+		assert_true(done);
+		assert_true(n > 5); /* some allocations did fail */
+	}
+}
+
 /* Two processes fetching into one empty cache at once. */
 static void test_source_concurrent_fetch(void **state)
 {
@@ -1198,6 +1245,7 @@ int main(void)
 		cmocka_unit_test(test_source_lock),
 		cmocka_unit_test(test_source_moved_tag),
 		cmocka_unit_test(test_source_cache_modified),
+		cmocka_unit_test(test_source_oom),
 		cmocka_unit_test(test_source_concurrent_fetch),
 		cmocka_unit_test(test_source_offline),
 		cmocka_unit_test(test_source_ssh_known_hosts),
