@@ -4,7 +4,7 @@
  * Each driver is opened like a Lua library (luaopen style): it pushes one
  * table of functions.  The executor builds ctx from them:
  *   ctx.http   = mo_open_http(L)    request{...}     (drivers/http.c)
- *   ctx.sleep  = from mo_open_time  sleep(ms)        (drivers/http.c)
+ *   ctx.sleep  = from mo_open_sleep  sleep(ms)        (drivers/http.c)
  *   ctx.json   = mo_open_json(L)    encode / decode  (drivers/json.c)
  *   ctx.log    = from mo_open_log   log(level, ...)  (drivers/log.c)
  * Driver functions that do I/O must run inside a task (sandbox.h) and
@@ -24,6 +24,11 @@ int mo_open_sleep(lua_State *L);
 int mo_open_json(lua_State *L);
 /* Stack: +1 (the log function: log(msg) / log(level, msg)). */
 int mo_open_log(lua_State *L);
+/* Stack: +1 (the crypto table: sha256, md5, hmac_sha256, base64_encode,
+ * base64_decode, hex_encode, uuid).  drivers/crypto.c */
+int mo_open_crypto(lua_State *L);
+/* Stack: +1 (the time table: now, http_date, iso8601).  drivers/time.c */
+int mo_open_time(lua_State *L);
 
 /* The driver table (drivers/registry.c). */
 typedef struct {

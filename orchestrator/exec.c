@@ -14,6 +14,7 @@
 #include "common.h"
 #include "drivers.h"
 #include "graph.h"
+#include "http.h"
 #include "jdiff.h"
 #include "lj.h"
 #include "loop.h"
@@ -796,6 +797,8 @@ static void exec_free(exec *x)
 {
 	for (size_t i = 0; i < x->n; i++) {
 		job *j = &x->jobs[i];
+		if (j->task)
+			mo_http_cancel_task(j->task); /* stop a transfer or sleep it still waits on */
 		mo_task_free(j->task);
 		json_decref(j->clear);
 		json_decref(j->masked);

@@ -28,7 +28,8 @@ void mo_loop_free(mo_loop *loop);
 int mo_loop_timer(mo_loop *loop, int64_t delay_ms, mo_loop_cb cb, void *ud, uint64_t *id);
 void mo_loop_timer_cancel(mo_loop *loop, uint64_t id);
 
-/* Start a transfer; cb runs when it completes. */
+/* Start a transfer; cb runs when it completes.  The loop owns the easy
+ * handle's CURLOPT_PRIVATE while the transfer runs. */
 int mo_loop_add_curl(mo_loop *loop, CURL *easy, mo_loop_curl_cb cb, void *ud);
 
 /* Thread-safe: run cb(ud) on the loop thread soon. */

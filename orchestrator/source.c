@@ -41,17 +41,17 @@
 struct mo_sources {
 	char *plan_dir;
 	char *lock_path;
-	char *cache_dir;        /* absolute */
+	char *cache_dir; /* absolute */
 	int mode;
 	mo_git_auth auth;
-	int have_lock;          /* the lock file existed at open */
-	mo_lock_entry *old;     /* the lock as read */
+	int have_lock;      /* the lock file existed at open */
+	mo_lock_entry *old; /* the lock as read */
 	size_t nold;
-	mo_lock_entry *cur;     /* resolved through this handle (INIT, UPGRADE) */
+	mo_lock_entry *cur; /* resolved through this handle (INIT, UPGRADE) */
 	size_t ncur, capcur;
-	char **fetched;         /* urls fetched through this handle */
+	char **fetched; /* urls fetched through this handle */
 	size_t nfetched;
-	char **verified;        /* tree dirs whose hash was checked */
+	char **verified; /* tree dirs whose hash was checked */
 	size_t nverified;
 };
 
@@ -218,8 +218,7 @@ static int lock_load(mo_sources *s)
 				  MO_LOCK_VERSION);
 		goto done;
 	}
-	if (json_array_size(arr) &&
-	    !(s->old = mo_calloc(json_array_size(arr), sizeof(*s->old)))) {
+	if (json_array_size(arr) && !(s->old = mo_calloc(json_array_size(arr), sizeof(*s->old)))) {
 		rc = mo_error_set(MO_ENOMEM, "out of memory");
 		goto done;
 	}
@@ -229,11 +228,13 @@ static int lock_load(mo_sources *s)
 		rc = 0;
 		if (json_str(o, "source", &e->source, 0) < 0 ||
 		    json_str(o, "constraint", &e->constraint, 1) < 0 ||
-		    json_str(o, "url", &e->url, 0) < 0 || json_str(o, "subdir", &e->subdir, 0) < 0 ||
+		    json_str(o, "url", &e->url, 0) < 0 ||
+		    json_str(o, "subdir", &e->subdir, 0) < 0 ||
 		    json_str(o, "ref", &e->ref, 0) < 0 || json_str(o, "commit", &commit, 0) < 0 ||
 		    json_str(o, "tree", &tree, 0) < 0 || !mo_git_is_full_sha(commit) ||
 		    !mo_git_is_full_sha(tree))
-			rc = mo_error_set(MO_ESOURCE, "%s: entry %zu is malformed", s->lock_path, i + 1);
+			rc = mo_error_set(MO_ESOURCE, "%s: entry %zu is malformed", s->lock_path,
+					  i + 1);
 		if (rc == 0) {
 			memcpy(e->commit, commit, sizeof(e->commit));
 			memcpy(e->tree, tree, sizeof(e->tree));
@@ -337,8 +338,9 @@ int mo_sources_open(mo_sources **out, const mo_source_opts *opts)
 		return mo_error_set(MO_ENOMEM, "out of memory");
 	s->mode = opts->mode;
 	s->plan_dir = mo_strdup(opts->plan_dir ? opts->plan_dir : ".");
-	s->lock_path = opts->lock_path ? mo_strdup(opts->lock_path)
-				       : mo_sprintf("%s/mecorch.lock", s->plan_dir ? s->plan_dir : ".");
+	s->lock_path = opts->lock_path ?
+			       mo_strdup(opts->lock_path) :
+			       mo_sprintf("%s/mecorch.lock", s->plan_dir ? s->plan_dir : ".");
 	s->cache_dir = absolute(opts->cache_dir ? mo_strdup(opts->cache_dir) : default_cache_dir());
 	if (!s->plan_dir || !s->lock_path || !s->cache_dir) {
 		rc = mo_error_set(MO_ENOMEM, "out of memory");
@@ -402,9 +404,12 @@ static int verify_tree(mo_sources *s, const char *path, const char *want)
 	if ((rc = mo_git_hash_dir(path, got)) < 0)
 		return rc;
 	if (strcmp(got, want))
-		return mo_error_set(MO_ESOURCE, "cached module tree %s was modified (its content "
-				    "hashes to %s, mecorch.lock pins tree %s): delete that directory "
-				    "and run `mecorch init`", path, got, want);
+		return mo_error_set(
+			MO_ESOURCE,
+			"cached module tree %s was modified (its content "
+			"hashes to %s, mecorch.lock pins tree %s): delete that directory "
+			"and run `mecorch init`",
+			path, got, want);
 	return strv_add(&s->verified, &s->nverified, path);
 }
 
@@ -436,8 +441,10 @@ static int ensure_tree(mo_sources *s, const mo_git_source *src, const mo_lock_en
 	if (!m) {
 		rc = mo_git_mirror_open(&own, s->cache_dir, src, 0, 0);
 		if (rc == MO_ENOTFOUND || (rc == 0 && !mo_git_mirror_has_commit(own, e->commit))) {
-			rc = mo_error_set(MO_ESOURCE, "commit %s of %s is not in the module cache "
-					  "(%s): run `mecorch init`", e->commit, e->url, s->cache_dir);
+			rc = mo_error_set(MO_ESOURCE,
+					  "commit %s of %s is not in the module cache "
+					  "(%s): run `mecorch init`",
+					  e->commit, e->url, s->cache_dir);
 			goto done;
 		}
 		if (rc < 0)
@@ -447,9 +454,11 @@ static int ensure_tree(mo_sources *s, const mo_git_source *src, const mo_lock_en
 	if ((rc = mo_git_mirror_subtree(m, src, e->commit, tree)) < 0)
 		goto done;
 	if (strcmp(tree, e->tree)) {
-		rc = mo_error_set(MO_ESOURCE, "mecorch.lock pins tree %s but commit %s has tree %s "
-				  "for '%s': the lock file was edited; run `mecorch init --upgrade`",
-				  e->tree, e->commit, tree, src->subdir);
+		rc = mo_error_set(
+			MO_ESOURCE,
+			"mecorch.lock pins tree %s but commit %s has tree %s "
+			"for '%s': the lock file was edited; run `mecorch init --upgrade`",
+			e->tree, e->commit, tree, src->subdir);
 		goto done;
 	}
 	if (mo_random_hex(rnd, 8) < 0) {
@@ -474,8 +483,10 @@ static int ensure_tree(mo_sources *s, const mo_git_source *src, const mo_lock_en
 		 * that loses modes or names.  Refuse rather than lock in a
 		 * tree that can never verify. */
 		rm_rf(tmp);
-		rc = mo_error_set(MO_ESOURCE, "extracted tree %s hashes to %s, not %s: the cache "
-				  "filesystem does not keep file names or modes", tmp, tree, e->tree);
+		rc = mo_error_set(MO_ESOURCE,
+				  "extracted tree %s hashes to %s, not %s: the cache "
+				  "filesystem does not keep file names or modes",
+				  tmp, tree, e->tree);
 		goto done;
 	}
 	if (rename(tmp, path) < 0) {
@@ -559,14 +570,18 @@ static int locked_entry(mo_sources *s, const mo_git_source *src, const char *con
 	*named = 1;
 	for (size_t i = 0; i < s->nold; i++) {
 		if (!strcmp(s->old[i].source, src->key))
-			return mo_error_set(MO_ESOURCE, "module source '%s' is not in mecorch.lock: "
+			return mo_error_set(MO_ESOURCE,
+					    "module source '%s' is not in mecorch.lock: "
 					    "run `mecorch init` (the lock has it for version '%s', "
-					    "not '%s')", src->key,
+					    "not '%s')",
+					    src->key,
 					    s->old[i].constraint ? s->old[i].constraint : "(none)",
 					    constraint ? constraint : "(none)");
 	}
-	return mo_error_set(MO_ESOURCE, "module source '%s' is not in mecorch.lock: run "
-			    "`mecorch init`", src->key);
+	return mo_error_set(MO_ESOURCE,
+			    "module source '%s' is not in mecorch.lock: run "
+			    "`mecorch init`",
+			    src->key);
 }
 
 /* INIT / UPGRADE: fetch (once per url) and resolve, keeping what the lock
@@ -607,23 +622,28 @@ static int network_entry(mo_sources *s, const mo_git_source *src, const mo_const
 	if (!strncmp(old->ref, "refs/tags/", 10)) {
 		rc = mo_git_mirror_ref_commit(m, old->ref, hex);
 		if (rc == MO_ENOTFOUND) {
-			rc = mo_error_set(MO_ESOURCE, "tag %s pinned by mecorch.lock (commit %s) no "
+			rc = mo_error_set(MO_ESOURCE,
+					  "tag %s pinned by mecorch.lock (commit %s) no "
 					  "longer exists in %s: run `mecorch init --upgrade` to "
-					  "re-resolve", old->ref + 10, old->commit, src->url);
+					  "re-resolve",
+					  old->ref + 10, old->commit, src->url);
 			goto done;
 		}
 		if (strcmp(hex, old->commit)) {
-			rc = mo_error_set(MO_ESOURCE, "tag %s of %s moved: mecorch.lock pins commit %s "
+			rc = mo_error_set(MO_ESOURCE,
+					  "tag %s of %s moved: mecorch.lock pins commit %s "
 					  "but the tag now points to %s; refusing a force-pushed "
 					  "tag (if the change is intended, run `mecorch init "
-					  "--upgrade`)", old->ref + 10, src->url, old->commit, hex);
+					  "--upgrade`)",
+					  old->ref + 10, src->url, old->commit, hex);
 			goto done;
 		}
 	}
 	if (!mo_git_mirror_has_commit(m, old->commit)) {
-		rc = mo_error_set(MO_ESOURCE, "commit %s pinned by mecorch.lock is no longer "
-				  "available from %s: run `mecorch init --upgrade`", old->commit,
-				  src->url);
+		rc = mo_error_set(MO_ESOURCE,
+				  "commit %s pinned by mecorch.lock is no longer "
+				  "available from %s: run `mecorch init --upgrade`",
+				  old->commit, src->url);
 		goto done;
 	}
 	rc = entry_copy(out, old);
@@ -663,7 +683,7 @@ static int resolve_git(mo_sources *s, const char *source, const char *version, c
 	if (version && *version) {
 		if (src->ref) {
 			rc = mo_error_set(MO_ESOURCE, "give either ?ref= or a version constraint, "
-					  "not both");
+						      "not both");
 			goto done;
 		}
 		if ((rc = mo_constraint_parse(&c, version)) < 0) {
@@ -714,8 +734,8 @@ done:
 	return rc;
 }
 
-int mo_sources_resolve(mo_sources *s, const char *source, const char *version,
-		       char **dir, char **pinned)
+int mo_sources_resolve(mo_sources *s, const char *source, const char *version, char **dir,
+		       char **pinned)
 {
 	char *joined, real[PATH_MAX], *mod;
 	struct stat st;

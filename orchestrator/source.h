@@ -29,24 +29,29 @@
 
 typedef struct mo_sources mo_sources;
 
-enum { MO_SOURCES_LOCKED = 0, MO_SOURCES_INIT = 1, MO_SOURCES_UPGRADE = 2 };
+enum {
+	MO_SOURCES_LOCKED = 0,
+	MO_SOURCES_INIT = 1,
+	MO_SOURCES_UPGRADE = 2
+};
 
 /* Every string field may be NULL; the auth fields then default to the
- * environment variable named beside them (and to the stated fallback). */
+ * environment variable named beside them (and to the stated fallback).
+ * An auth field set to "" turns that setting off. */
 typedef struct {
-	const char *plan_dir;   /* local paths are relative to this */
-	const char *lock_path;  /* NULL: <plan_dir>/mecorch.lock */
-	const char *cache_dir;  /* NULL: $XDG_CACHE_HOME/mecorch or ~/.cache/mecorch */
-	int mode;               /* MO_SOURCES_* */
+	const char *plan_dir;  /* local paths are relative to this */
+	const char *lock_path; /* NULL: <plan_dir>/mecorch.lock */
+	const char *cache_dir; /* NULL: $XDG_CACHE_HOME/mecorch or ~/.cache/mecorch */
+	int mode;              /* MO_SOURCES_* */
 
-	const char *ssh_key;          /* MECORCH_SSH_KEY, else ~/.ssh/id_ed25519 */
-	const char *ssh_key_passphrase; /* MECORCH_SSH_KEY_PASSPHRASE */
-	const char *ssh_known_hosts;  /* MECORCH_SSH_KNOWN_HOSTS, else ~/.ssh/known_hosts */
+	const char *ssh_key;              /* MECORCH_SSH_KEY, else ~/.ssh/id_ed25519 */
+	const char *ssh_key_passphrase;   /* MECORCH_SSH_KEY_PASSPHRASE */
+	const char *ssh_known_hosts;      /* MECORCH_SSH_KNOWN_HOSTS, else ~/.ssh/known_hosts */
 	const char *ssh_host_fingerprint; /* MECORCH_SSH_HOST_FINGERPRINT, "SHA256:<base64>" */
-	const char *git_token;        /* MECORCH_GIT_TOKEN (https password) */
-	const char *git_username;     /* MECORCH_GIT_USERNAME, else "x-access-token" */
-	const char *git_credentials;  /* MECORCH_GIT_CREDENTIALS: https://user:token@host lines */
-	const char *ca_bundle;        /* MECORCH_CA_BUNDLE: PEM file or directory */
+	const char *git_token;            /* MECORCH_GIT_TOKEN (https password) */
+	const char *git_username;         /* MECORCH_GIT_USERNAME, else "x-access-token" */
+	const char *git_credentials; /* MECORCH_GIT_CREDENTIALS: https://user:token@host lines */
+	const char *ca_bundle;       /* MECORCH_CA_BUNDLE: PEM file or directory */
 } mo_source_opts;
 
 /* Initialise libgit2 once per process.  Safe to call any number of times
@@ -67,8 +72,8 @@ void mo_sources_free(mo_sources *s);
  * name the source; credentials never appear in *pinned nor in errors.
  * In LOCKED mode a git source missing from the lock fails with MO_ESOURCE
  * "module source '<src>' is not in mecorch.lock: run `mecorch init`". */
-int mo_sources_resolve(mo_sources *s, const char *source, const char *version,
-		       char **dir, char **pinned);
+int mo_sources_resolve(mo_sources *s, const char *source, const char *version, char **dir,
+		       char **pinned);
 
 /* INIT / UPGRADE: write the lock file (atomically) if it changed.  The new
  * lock holds exactly the git sources resolved through this handle.  LOCKED:
@@ -80,7 +85,7 @@ int mo_sources_commit(mo_sources *s);
  */
 typedef struct {
 	uint64_t major, minor, patch;
-	char pre[64];           /* pre-release without the '-', "" for a release */
+	char pre[64]; /* pre-release without the '-', "" for a release */
 } mo_semver;
 
 /* Parse "1.2.3", "v1.2.3", "1.2.3-rc.1", "1.2.3+build" (build metadata is

@@ -75,9 +75,12 @@ int mo_git_auth_init(mo_git_auth *a, const mo_source_opts *o)
 {
 	memset(a, 0, sizeof(*a));
 	if (pick(&a->ssh_key, o->ssh_key, "MECORCH_SSH_KEY", ".ssh/id_ed25519") < 0 ||
-	    pick(&a->ssh_key_passphrase, o->ssh_key_passphrase, "MECORCH_SSH_KEY_PASSPHRASE", NULL) < 0 ||
-	    pick(&a->ssh_known_hosts, o->ssh_known_hosts, "MECORCH_SSH_KNOWN_HOSTS", ".ssh/known_hosts") < 0 ||
-	    pick(&a->ssh_host_fingerprint, o->ssh_host_fingerprint, "MECORCH_SSH_HOST_FINGERPRINT", NULL) < 0 ||
+	    pick(&a->ssh_key_passphrase, o->ssh_key_passphrase, "MECORCH_SSH_KEY_PASSPHRASE",
+		 NULL) < 0 ||
+	    pick(&a->ssh_known_hosts, o->ssh_known_hosts, "MECORCH_SSH_KNOWN_HOSTS",
+		 ".ssh/known_hosts") < 0 ||
+	    pick(&a->ssh_host_fingerprint, o->ssh_host_fingerprint, "MECORCH_SSH_HOST_FINGERPRINT",
+		 NULL) < 0 ||
 	    pick(&a->git_token, o->git_token, "MECORCH_GIT_TOKEN", NULL) < 0 ||
 	    pick(&a->git_username, o->git_username, "MECORCH_GIT_USERNAME", NULL) < 0 ||
 	    pick(&a->git_credentials, o->git_credentials, "MECORCH_GIT_CREDENTIALS", NULL) < 0 ||
@@ -112,8 +115,7 @@ void mo_git_auth_free(mo_git_auth *a)
 /* ------------------------------------------------------------------ */
 /* base64                                                              */
 
-static const char b64chars[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /* Encode without '=' padding, as ssh prints fingerprints. */
 static void b64_encode(const unsigned char *in, size_t n, char *out)
@@ -162,7 +164,12 @@ static long b64_decode(const char *in, size_t n, unsigned char *out)
 /* ------------------------------------------------------------------ */
 /* known_hosts                                                         */
 
-enum { KH_UNKNOWN, KH_MATCH, KH_MISMATCH, KH_REVOKED };
+enum {
+	KH_UNKNOWN,
+	KH_MATCH,
+	KH_MISMATCH,
+	KH_REVOKED
+};
 
 /* OpenSSH's host pattern match: '*' and '?' wildcards, case-insensitive,
  * everything else literal ("[127.0.0.1]:2222" included). */
@@ -179,7 +186,8 @@ static int glob_match(const char *pat, const char *s)
 					return 1;
 			return 0;
 		}
-		if (!*s || (*pat != '?' && tolower((unsigned char)*pat) != tolower((unsigned char)*s)))
+		if (!*s ||
+		    (*pat != '?' && tolower((unsigned char)*pat) != tolower((unsigned char)*s)))
 			return 0;
 	}
 	return *s == '\0';
@@ -204,7 +212,8 @@ static int host_pattern_matches(const char *pat, size_t n, const char *name)
 		sl = b64_decode(buf + 3, (size_t)(bar - buf - 3), salt);
 		wl = b64_decode(bar + 1, strlen(bar + 1), want);
 		if (sl <= 0 || wl != 20 ||
-		    !HMAC(EVP_sha1(), salt, (int)sl, (const unsigned char *)name, strlen(name), got, &glen))
+		    !HMAC(EVP_sha1(), salt, (int)sl, (const unsigned char *)name, strlen(name), got,
+			  &glen))
 			return 0;
 		return glen == 20 && !memcmp(got, want, 20);
 	}
@@ -221,7 +230,8 @@ static int host_list_matches(const char *list, size_t n, const char *name)
 		while (j < n && list[j] != ',')
 			j++;
 		neg = list[i] == '!';
-		if (j > i + (size_t)neg && host_pattern_matches(list + i + neg, j - i - (size_t)neg, name)) {
+		if (j > i + (size_t)neg &&
+		    host_pattern_matches(list + i + neg, j - i - (size_t)neg, name)) {
 			if (neg)
 				return 0;
 			matched = 1;
@@ -302,7 +312,8 @@ static int known_hosts_check(const char *file, const char *name, const unsigned 
 				revoked = lineno;
 			else if (!match)
 				match = lineno;
-		} else if (!is_revoked && ktlen && tl == ktlen && !memcmp(type, ktype, tl) && !mismatch) {
+		} else if (!is_revoked && ktlen && tl == ktlen && !memcmp(type, ktype, tl) &&
+			   !mismatch) {
 			mismatch = lineno;
 		}
 		mo_free(blob);
@@ -372,7 +383,8 @@ static int check_hostkey(mo_git_fetch_ctx *ctx, const git_cert_hostkey *hk, cons
 	case KH_REVOKED:
 		snprintf(ctx->detail, sizeof(ctx->detail),
 			 "host key of %s (SHA256:%s) is marked @revoked in %s (line %d): refusing "
-			 "to connect to %s", name, fp, a->ssh_known_hosts, line, ctx->src->url);
+			 "to connect to %s",
+			 name, fp, a->ssh_known_hosts, line, ctx->src->url);
 		break;
 	case KH_MISMATCH:
 		snprintf(ctx->detail, sizeof(ctx->detail),
@@ -384,7 +396,8 @@ static int check_hostkey(mo_git_fetch_ctx *ctx, const git_cert_hostkey *hk, cons
 		snprintf(ctx->detail, sizeof(ctx->detail),
 			 "unknown ssh host %s (key SHA256:%s is not in %s): add it to known_hosts "
 			 "or set MECORCH_SSH_HOST_FINGERPRINT; refusing to connect to %s",
-			 name, fp, a->ssh_known_hosts ? a->ssh_known_hosts : "(no known_hosts file)",
+			 name, fp,
+			 a->ssh_known_hosts ? a->ssh_known_hosts : "(no known_hosts file)",
 			 ctx->src->url);
 	}
 	return refuse_hostkey(ctx);
@@ -426,7 +439,8 @@ static int credentials_file_lookup(const char *file, const mo_git_source *src, c
 		mo_error_clear();
 		return 0;
 	}
-	for (line = strtok_r(text, "\n", &save); line && !found; line = strtok_r(NULL, "\n", &save)) {
+	for (line = strtok_r(text, "\n", &save); line && !found;
+	     line = strtok_r(NULL, "\n", &save)) {
 		char *p = line, *at, *slash, *colon, *hp, *end;
 		size_t hlen;
 		int port = 443;
@@ -460,7 +474,8 @@ static int credentials_file_lookup(const char *file, const mo_git_source *src, c
 			hp++;
 			hlen -= 2;
 		}
-		if (port != src->port || strlen(src->host) != hlen || strncasecmp(hp, src->host, hlen))
+		if (port != src->port || strlen(src->host) != hlen ||
+		    strncasecmp(hp, src->host, hlen))
 			continue;
 		if (*slash == '/' && slash[1] &&
 		    (!src_path || strncmp(src_path, slash, strlen(slash))))
@@ -553,22 +568,25 @@ int mo_git_credentials_cb(git_credential **out, const char *url, const char *use
 	(void)url; /* may carry what the server redirected to; we use ours */
 
 	if (++ctx->calls > MO_GIT_MAX_CREDENTIAL_CALLS)
-		return give_up(ctx, 1, "%s", "credentials rejected (gave up after repeated requests)");
+		return give_up(ctx, 1, "%s",
+			       "credentials rejected (gave up after repeated requests)");
 
 	if (ctx->src->scheme == MO_GIT_SSH) {
-		const char *user = username_from_url && *username_from_url ? username_from_url
-									   : local_user();
+		const char *user = username_from_url && *username_from_url ? username_from_url :
+									     local_user();
 		if (allowed_types & GIT_CREDENTIAL_SSH_KEY) {
 			char *pub;
 			int rc;
 			if (ctx->key_tries++ > 0)
 				return give_up(ctx, 1, "key rejected (%s)", a->ssh_key);
 			if (!a->ssh_key || access(a->ssh_key, R_OK) < 0)
-				return give_up(ctx, 0, "no readable ssh key at %s (set MECORCH_SSH_KEY)",
+				return give_up(ctx, 0,
+					       "no readable ssh key at %s (set MECORCH_SSH_KEY)",
 					       a->ssh_key ? a->ssh_key : "~/.ssh/id_ed25519");
 			if (!(pub = mo_sprintf("%s.pub", a->ssh_key)))
 				return GIT_EAUTH;
-			rc = git_credential_ssh_key_new(out, user, access(pub, R_OK) == 0 ? pub : NULL,
+			rc = git_credential_ssh_key_new(out, user,
+							access(pub, R_OK) == 0 ? pub : NULL,
 							a->ssh_key, a->ssh_key_passphrase);
 			mo_free(pub);
 			return rc;
@@ -578,7 +596,8 @@ int mo_git_credentials_cb(git_credential **out, const char *url, const char *use
 		return give_up(ctx, 0, "%s", "the server offers no public-key authentication");
 	}
 
-	if (ctx->src->scheme == MO_GIT_HTTPS && (allowed_types & GIT_CREDENTIAL_USERPASS_PLAINTEXT)) {
+	if (ctx->src->scheme == MO_GIT_HTTPS &&
+	    (allowed_types & GIT_CREDENTIAL_USERPASS_PLAINTEXT)) {
 		char *user = NULL, *pass = NULL;
 		int rc;
 		/* pass_tries starts at 1 when the fetch already sent them in
@@ -586,7 +605,8 @@ int mo_git_credentials_cb(git_credential **out, const char *url, const char *use
 		if (ctx->pass_tries++ > 0)
 			return give_up(ctx, 1, "%s", "credentials rejected");
 		if (https_credentials(ctx->src, a, &user, &pass) < 0)
-			return give_up(ctx, 0, "%s", "no credentials (set MECORCH_GIT_TOKEN or "
+			return give_up(ctx, 0, "%s",
+				       "no credentials (set MECORCH_GIT_TOKEN or "
 				       "MECORCH_GIT_CREDENTIALS)");
 		rc = git_credential_userpass_plaintext_new(out, user, pass);
 		mo_free(user);

@@ -41,8 +41,8 @@
 /* Source strings                                                      */
 
 static const struct {
-	const char *prefix;     /* in the source string */
-	const char *transport;  /* given to libgit2 */
+	const char *prefix;    /* in the source string */
+	const char *transport; /* given to libgit2 */
 	int scheme;
 	int port;
 } schemes[] = {
@@ -113,7 +113,8 @@ static int normalise_subdir(char **out, const char *s, size_t n)
 			return MO_EINVAL;
 		}
 		if (j > i && !(j - i == 1 && s[i] == '.')) {
-			if ((b.len && mo_buf_put(&b, "/", 1) < 0) || mo_buf_put(&b, s + i, j - i) < 0) {
+			if ((b.len && mo_buf_put(&b, "/", 1) < 0) ||
+			    mo_buf_put(&b, s + i, j - i) < 0) {
 				mo_buf_free(&b);
 				return MO_ENOMEM;
 			}
@@ -213,7 +214,8 @@ int mo_git_source_parse(mo_git_source **out, const char *source)
 	}
 	if (!rest) {
 		/* Never echo the string: it may carry a password. */
-		rc = mo_error_set(MO_ESOURCE, "module source: unsupported git url scheme "
+		rc = mo_error_set(MO_ESOURCE,
+				  "module source: unsupported git url scheme "
 				  "(use git+file://, git+https://, git+ssh:// or git://)");
 		goto done;
 	}
@@ -249,7 +251,8 @@ int mo_git_source_parse(mo_git_source **out, const char *source)
 			at = p;
 	if (src->scheme == MO_GIT_FILE) {
 		if (at || (authlen && !(authlen == 9 && !strncmp(rest, "localhost", 9)))) {
-			rc = mo_error_set(MO_ESOURCE, "module source: git+file:// urls take no host");
+			rc = mo_error_set(MO_ESOURCE,
+					  "module source: git+file:// urls take no host");
 			goto done;
 		}
 		auth_clean = mo_strdup("");
@@ -265,19 +268,23 @@ int mo_git_source_parse(mo_git_source **out, const char *source)
 			size_t ulen = colon ? (size_t)(colon - rest) : (size_t)(at - rest);
 			src->url_user = mo_git_pct_decode(rest, ulen);
 			if (colon)
-				src->url_pass = mo_git_pct_decode(colon + 1, (size_t)(at - colon - 1));
+				src->url_pass =
+					mo_git_pct_decode(colon + 1, (size_t)(at - colon - 1));
 			if (!src->url_user || (colon && !src->url_pass)) {
-				rc = mo_error_set(MO_ESOURCE, "module source: bad userinfo in git url");
+				rc = mo_error_set(MO_ESOURCE,
+						  "module source: bad userinfo in git url");
 				goto done;
 			}
 			if (src->scheme == MO_GIT_SSH) {
 				/* The user name is kept (it is not a secret); any
 				 * password is dropped: ssh uses keys only. */
-				auth_clean = mo_sprintf("%.*s@%.*s", (int)ulen, rest, (int)hplen, hp);
+				auth_clean =
+					mo_sprintf("%.*s@%.*s", (int)ulen, rest, (int)hplen, hp);
 			} else if (src->scheme == MO_GIT_HTTPS) {
 				auth_clean = mo_strndup(hp, hplen);
 			} else {
-				rc = mo_error_set(MO_ESOURCE, "module source: git:// urls take no user");
+				rc = mo_error_set(MO_ESOURCE,
+						  "module source: git:// urls take no user");
 				goto done;
 			}
 		} else {
@@ -293,7 +300,8 @@ int mo_git_source_parse(mo_git_source **out, const char *source)
 	if (sub) {
 		rc = normalise_subdir(&src->subdir, sub + 2, (size_t)(end - sub - 2));
 		if (rc == MO_EINVAL) {
-			rc = mo_error_set(MO_ESOURCE, "module source: subdirectory may not contain '..'");
+			rc = mo_error_set(MO_ESOURCE,
+					  "module source: subdirectory may not contain '..'");
 			goto done;
 		}
 	} else {
@@ -313,12 +321,15 @@ int mo_git_source_parse(mo_git_source **out, const char *source)
 				ref_raw = mo_strndup(q + 4, n - 4);
 				src->ref = mo_git_pct_decode(q + 4, n - 4);
 				if (!ref_raw || !src->ref) {
-					rc = mo_error_set(MO_ESOURCE, "module source: bad ?ref= in git url");
+					rc = mo_error_set(MO_ESOURCE,
+							  "module source: bad ?ref= in git url");
 					goto done;
 				}
 			} else {
-				rc = mo_error_set(MO_ESOURCE, "module source: unsupported git url parameter "
-						  "'%.*s' (only ref= is known)", (int)(n < 64 ? n : 64), q);
+				rc = mo_error_set(MO_ESOURCE,
+						  "module source: unsupported git url parameter "
+						  "'%.*s' (only ref= is known)",
+						  (int)(n < 64 ? n : 64), q);
 				goto done;
 			}
 			q += n + (amp != NULL);
@@ -329,7 +340,8 @@ int mo_git_source_parse(mo_git_source **out, const char *source)
 	src->base = mo_sprintf("%s%s%.*s%s%s", prefix, auth_clean, (int)pathlen, path,
 			       src->subdir[0] ? "//" : "", src->subdir);
 	if (src->url && src->base)
-		src->key = ref_raw ? mo_sprintf("%s?ref=%s", src->base, ref_raw) : mo_strdup(src->base);
+		src->key = ref_raw ? mo_sprintf("%s?ref=%s", src->base, ref_raw) :
+				     mo_strdup(src->base);
 	if (!src->url || !src->base || !src->key) {
 		rc = mo_error_set(MO_ENOMEM, "out of memory");
 		goto done;
@@ -445,8 +457,8 @@ done:
 	return rc;
 }
 
-int mo_git_mirror_open(mo_git_mirror **out, const char *cache_dir,
-		       const mo_git_source *src, int create, int exclusive)
+int mo_git_mirror_open(mo_git_mirror **out, const char *cache_dir, const mo_git_source *src,
+		       int create, int exclusive)
 {
 	mo_git_mirror *m = NULL;
 	char hash[65], *repos = NULL, *lockp = NULL;
@@ -477,7 +489,8 @@ int mo_git_mirror_open(mo_git_mirror **out, const char *cache_dir,
 	}
 	while (flock(m->lock_fd, exclusive ? LOCK_EX : LOCK_SH) < 0) {
 		if (errno != EINTR) {
-			rc = mo_error_set_native(MO_EIO, errno, "flock %s: %s", lockp, strerror(errno));
+			rc = mo_error_set_native(MO_EIO, errno, "flock %s: %s", lockp,
+						 strerror(errno));
 			goto done;
 		}
 	}
@@ -490,8 +503,10 @@ int mo_git_mirror_open(mo_git_mirror **out, const char *cache_dir,
 			goto done;
 	}
 	if (git_repository_open_bare(&m->repo, m->path) < 0) {
-		rc = mo_error_set(MO_ESOURCE, "cannot open git mirror %s: %s (delete it and run "
-				  "`mecorch init`)", m->path, git_msg());
+		rc = mo_error_set(MO_ESOURCE,
+				  "cannot open git mirror %s: %s (delete it and run "
+				  "`mecorch init`)",
+				  m->path, git_msg());
 		goto done;
 	}
 	*out = m;
@@ -512,10 +527,10 @@ static char trust_current[PATH_MAX]; /* "" = libgit2's built-in default */
 static const char *system_ca_bundle(void)
 {
 	static const char *const candidates[] = {
-		"/etc/ssl/certs/ca-certificates.crt",    /* Debian, Ubuntu, Alpine */
-		"/etc/pki/tls/certs/ca-bundle.crt",      /* Fedora, RHEL */
-		"/etc/ssl/ca-bundle.pem",                /* openSUSE */
-		"/etc/ssl/cert.pem",                     /* BSDs, macOS */
+		"/etc/ssl/certs/ca-certificates.crt", /* Debian, Ubuntu, Alpine */
+		"/etc/pki/tls/certs/ca-bundle.crt",   /* Fedora, RHEL */
+		"/etc/ssl/ca-bundle.pem",             /* openSUSE */
+		"/etc/ssl/cert.pem",                  /* BSDs, macOS */
 	};
 	const char *env = getenv("SSL_CERT_FILE");
 	struct stat st;
@@ -542,7 +557,8 @@ static int set_trust(const char *bundle)
 	if (!strcmp(trust_current, want))
 		return 0;
 	if (stat(want, &st) < 0)
-		return mo_error_set_native(MO_ESOURCE, errno, "CA bundle %s: %s", want, strerror(errno));
+		return mo_error_set_native(MO_ESOURCE, errno, "CA bundle %s: %s", want,
+					   strerror(errno));
 	is_dir = S_ISDIR(st.st_mode);
 	if (git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, is_dir ? NULL : want,
 			     is_dir ? want : NULL) < 0)
@@ -564,7 +580,8 @@ static int fetch_error(const mo_git_fetch_ctx *ctx, const mo_git_source *src, in
 	if (src->scheme == MO_GIT_HTTPS && (gerr == GIT_ECERTIFICATE || ctx->tls_untrusted))
 		return mo_error_set_native(MO_ESOURCE, gerr,
 					   "TLS certificate of %s is not trusted (%s): set "
-					   "MECORCH_CA_BUNDLE to the CA that signed it", src->url, git_msg());
+					   "MECORCH_CA_BUNDLE to the CA that signed it",
+					   src->url, git_msg());
 	return mo_error_set_native(MO_ESOURCE, gerr, "cannot fetch %s: %s", src->url, git_msg());
 }
 
@@ -687,8 +704,9 @@ static int resolve_head(git_repository *repo, const mo_git_source *src, git_oid 
 		rc = MO_ENOTFOUND;
 		goto done;
 	}
-	target = git_reference_type(h) == GIT_REFERENCE_SYMBOLIC ? git_reference_symbolic_target(h)
-								   : "HEAD";
+	target = git_reference_type(h) == GIT_REFERENCE_SYMBOLIC ?
+			 git_reference_symbolic_target(h) :
+			 "HEAD";
 	if (peel_ref(repo, target, oid) < 0) {
 		rc = MO_ENOTFOUND;
 		goto done;
@@ -729,17 +747,21 @@ static int resolve_ref(git_repository *repo, const mo_git_source *src, git_oid *
 			if ((size_t)snprintf(name, sizeof(name), fmts[i], r) >= sizeof(name))
 				break;
 			if (peel_ref(repo, name, oid) == 0)
-				return (*ref = mo_strdup(name)) ? 0 : mo_error_set(MO_ENOMEM, "out of memory");
+				return (*ref = mo_strdup(name)) ?
+					       0 :
+					       mo_error_set(MO_ENOMEM, "out of memory");
 		}
 	}
 	if (is_hex(r, 4, GIT_OID_HEXSZ - 1)) {
 		char hex[GIT_OID_HEXSZ + 1];
 		git_oid_fromstrn(&prefix, r, strlen(r));
-		if (git_object_lookup_prefix(&o, repo, &prefix, strlen(r), GIT_OBJECT_COMMIT) == 0) {
+		if (git_object_lookup_prefix(&o, repo, &prefix, strlen(r), GIT_OBJECT_COMMIT) ==
+		    0) {
 			git_oid_cpy(oid, git_object_id(o));
 			git_object_free(o);
 			git_oid_tostr(hex, sizeof(hex), oid);
-			return (*ref = mo_strdup(hex)) ? 0 : mo_error_set(MO_ENOMEM, "out of memory");
+			return (*ref = mo_strdup(hex)) ? 0 :
+							 mo_error_set(MO_ENOMEM, "out of memory");
 		}
 	}
 	return mo_error_set(MO_ESOURCE, "ref '%s' not found in %s (no such tag, branch or commit)",
@@ -763,11 +785,14 @@ static int resolve_constraint(git_repository *repo, const mo_git_source *src,
 		git_object *o = NULL;
 		int better;
 		if (mo_semver_parse(&v, name) == 0) {
-			if (nseen < 12 && mo_buf_printf(&seen, "%s%s", nseen ? ", " : "", name) == 0)
+			if (nseen < 12 &&
+			    mo_buf_printf(&seen, "%s%s", nseen ? ", " : "", name) == 0)
 				nseen++;
-			if (mo_constraint_match(c, &v) && git_reference_peel(&o, r, GIT_OBJECT_COMMIT) == 0) {
+			if (mo_constraint_match(c, &v) &&
+			    git_reference_peel(&o, r, GIT_OBJECT_COMMIT) == 0) {
 				better = !best_name || mo_semver_cmp(&v, &best) > 0 ||
-					 (mo_semver_cmp(&v, &best) == 0 && strcmp(full, best_name) < 0);
+					 (mo_semver_cmp(&v, &best) == 0 &&
+					  strcmp(full, best_name) < 0);
 				if (better) {
 					char *dup = mo_strdup(full);
 					if (!dup) {
@@ -788,7 +813,8 @@ static int resolve_constraint(git_repository *repo, const mo_git_source *src,
 		r = NULL;
 	}
 	if (!best_name) {
-		rc = mo_error_set(MO_ESOURCE, "no tag of %s satisfies version '%s' (version tags: %s)",
+		rc = mo_error_set(MO_ESOURCE,
+				  "no tag of %s satisfies version '%s' (version tags: %s)",
 				  src->url, mo_constraint_string(c), nseen ? seen.ptr : "none");
 		goto done;
 	}
@@ -945,31 +971,37 @@ static int extract_tree(git_repository *repo, const git_tree *tree, const char *
 		switch (mode) {
 		case GIT_FILEMODE_TREE:
 			if (mkdir(path, 0755) < 0)
-				rc = mo_error_set_native(MO_EIO, errno, "%s: %s", path, strerror(errno));
+				rc = mo_error_set_native(MO_EIO, errno, "%s: %s", path,
+							 strerror(errno));
 			else if (git_tree_lookup(&sub, repo, git_tree_entry_id(e)) < 0)
-				rc = mo_error_set(MO_ESOURCE, "cannot read tree %s: %s", name, git_msg());
+				rc = mo_error_set(MO_ESOURCE, "cannot read tree %s: %s", name,
+						  git_msg());
 			else
 				rc = extract_tree(repo, sub, path, depth + 1);
 			break;
 		case GIT_FILEMODE_BLOB:
 		case GIT_FILEMODE_BLOB_EXECUTABLE:
 			if (git_blob_lookup(&blob, repo, git_tree_entry_id(e)) < 0)
-				rc = mo_error_set(MO_ESOURCE, "cannot read %s: %s", name, git_msg());
+				rc = mo_error_set(MO_ESOURCE, "cannot read %s: %s", name,
+						  git_msg());
 			else
-				rc = write_file(path, git_blob_rawcontent(blob), (size_t)git_blob_rawsize(blob),
+				rc = write_file(path, git_blob_rawcontent(blob),
+						(size_t)git_blob_rawsize(blob),
 						mode == GIT_FILEMODE_BLOB ? 0444 : 0555);
 			break;
 		case GIT_FILEMODE_LINK: {
 			char *target;
 			size_t tlen;
 			if (git_blob_lookup(&blob, repo, git_tree_entry_id(e)) < 0) {
-				rc = mo_error_set(MO_ESOURCE, "cannot read %s: %s", name, git_msg());
+				rc = mo_error_set(MO_ESOURCE, "cannot read %s: %s", name,
+						  git_msg());
 				break;
 			}
 			tlen = (size_t)git_blob_rawsize(blob);
 			if (memchr(git_blob_rawcontent(blob), '\0', tlen) ||
 			    !link_stays_inside(git_blob_rawcontent(blob), tlen, depth)) {
-				rc = mo_error_set(MO_ESOURCE, "symlink '%s' points outside the module", name);
+				rc = mo_error_set(MO_ESOURCE,
+						  "symlink '%s' points outside the module", name);
 				break;
 			}
 			if (!(target = mo_strndup(git_blob_rawcontent(blob), tlen))) {
@@ -977,13 +1009,16 @@ static int extract_tree(git_repository *repo, const git_tree *tree, const char *
 				break;
 			}
 			if (symlink(target, path) < 0)
-				rc = mo_error_set_native(MO_EIO, errno, "%s: %s", path, strerror(errno));
+				rc = mo_error_set_native(MO_EIO, errno, "%s: %s", path,
+							 strerror(errno));
 			mo_free(target);
 			break;
 		}
 		case GIT_FILEMODE_COMMIT:
-			rc = mo_error_set(MO_ESOURCE, "'%s' is a git submodule: submodules are not "
-					  "supported in module sources", name);
+			rc = mo_error_set(MO_ESOURCE,
+					  "'%s' is a git submodule: submodules are not "
+					  "supported in module sources",
+					  name);
 			break;
 		default:
 			rc = mo_error_set(MO_ESOURCE, "unsupported tree entry '%s' (mode %o)", name,
@@ -1020,7 +1055,7 @@ int mo_git_mirror_extract(mo_git_mirror *m, const mo_git_source *src, const char
 typedef struct {
 	char *name;
 	size_t len;
-	unsigned mode;          /* git file mode */
+	unsigned mode; /* git file mode */
 	git_oid oid;
 } hash_entry;
 
@@ -1069,7 +1104,8 @@ static int hash_dir_oid(const char *dir, git_oid *out)
 		e = &ents[n];
 		memset(e, 0, sizeof(*e));
 		mo_free(path);
-		if (!(path = mo_sprintf("%s/%s", dir, de->d_name)) || !(e->name = mo_strdup(de->d_name))) {
+		if (!(path = mo_sprintf("%s/%s", dir, de->d_name)) ||
+		    !(e->name = mo_strdup(de->d_name))) {
 			rc = mo_error_set(MO_ENOMEM, "out of memory");
 			goto done;
 		}
@@ -1089,7 +1125,8 @@ static int hash_dir_oid(const char *dir, git_oid *out)
 			char target[PATH_MAX];
 			ssize_t tl = readlink(path, target, sizeof(target));
 			if (tl < 0) {
-				rc = mo_error_set_native(MO_EIO, errno, "%s: %s", path, strerror(errno));
+				rc = mo_error_set_native(MO_EIO, errno, "%s: %s", path,
+							 strerror(errno));
 				goto done;
 			}
 			e->mode = 0120000;

@@ -17,20 +17,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { OP_EQ, OP_NE, OP_GT, OP_GE, OP_LT, OP_LE, OP_PESSIMISTIC };
+enum {
+	OP_EQ,
+	OP_NE,
+	OP_GT,
+	OP_GE,
+	OP_LT,
+	OP_LE,
+	OP_PESSIMISTIC
+};
 
 static const char *const op_names[] = { "=", "!=", ">", ">=", "<", "<=", "~>" };
 
 typedef struct {
 	int op;
-	int parts;              /* how many of major.minor.patch were written */
+	int parts; /* how many of major.minor.patch were written */
 	mo_semver v;
 } clause;
 
 struct mo_constraint {
 	clause *clauses;
 	size_t n;
-	char *text;             /* normal form */
+	char *text; /* normal form */
 };
 
 /* Parse up to three dot-separated numbers at *p; leading zeros are refused
@@ -187,12 +195,18 @@ static int clause_holds(const clause *c, const mo_semver *v)
 	int r = mo_semver_cmp(v, &c->v);
 	mo_semver upper;
 	switch (c->op) {
-	case OP_EQ: return r == 0;
-	case OP_NE: return r != 0;
-	case OP_GT: return r > 0;
-	case OP_GE: return r >= 0;
-	case OP_LT: return r < 0;
-	case OP_LE: return r <= 0;
+	case OP_EQ:
+		return r == 0;
+	case OP_NE:
+		return r != 0;
+	case OP_GT:
+		return r > 0;
+	case OP_GE:
+		return r >= 0;
+	case OP_LT:
+		return r < 0;
+	case OP_LE:
+		return r <= 0;
 	case OP_PESSIMISTIC:
 		if (r < 0)
 			return 0;
@@ -266,14 +280,29 @@ int mo_constraint_parse(mo_constraint **out, const char *s)
 		memset(&cl, 0, sizeof(cl));
 		while (isspace((unsigned char)*p))
 			p++;
-		if (!strncmp(p, "~>", 2)) { cl.op = OP_PESSIMISTIC; p += 2; }
-		else if (!strncmp(p, ">=", 2)) { cl.op = OP_GE; p += 2; }
-		else if (!strncmp(p, "<=", 2)) { cl.op = OP_LE; p += 2; }
-		else if (!strncmp(p, "!=", 2)) { cl.op = OP_NE; p += 2; }
-		else if (*p == '>') { cl.op = OP_GT; p++; }
-		else if (*p == '<') { cl.op = OP_LT; p++; }
-		else if (*p == '=') { cl.op = OP_EQ; p++; }
-		else cl.op = OP_EQ;
+		if (!strncmp(p, "~>", 2)) {
+			cl.op = OP_PESSIMISTIC;
+			p += 2;
+		} else if (!strncmp(p, ">=", 2)) {
+			cl.op = OP_GE;
+			p += 2;
+		} else if (!strncmp(p, "<=", 2)) {
+			cl.op = OP_LE;
+			p += 2;
+		} else if (!strncmp(p, "!=", 2)) {
+			cl.op = OP_NE;
+			p += 2;
+		} else if (*p == '>') {
+			cl.op = OP_GT;
+			p++;
+		} else if (*p == '<') {
+			cl.op = OP_LT;
+			p++;
+		} else if (*p == '=') {
+			cl.op = OP_EQ;
+			p++;
+		} else
+			cl.op = OP_EQ;
 		while (isspace((unsigned char)*p))
 			p++;
 		cl.parts = parse_version(&p, &cl.v, 1);
@@ -282,8 +311,9 @@ int mo_constraint_parse(mo_constraint **out, const char *s)
 			goto done;
 		}
 		if (cl.v.pre[0] && cl.op == OP_PESSIMISTIC) {
-			rc = mo_error_set(MO_EINVAL,
-					  "invalid version constraint '%s': ~> takes no pre-release", s);
+			rc = mo_error_set(
+				MO_EINVAL,
+				"invalid version constraint '%s': ~> takes no pre-release", s);
 			goto done;
 		}
 		if (c->n == cap) {

@@ -266,7 +266,22 @@ _lab_curl() {
 	curl -sS --max-time 30 -H 'Content-Type: application/json' "$@"
 }
 
-lab_get() { _lab_curl "$LAB_URL$1"; }
+# lab_get PATH: GET, retried (up to 100 times) while labcloud injects a 429 or
+# 5xx, so the checks see through --fail-rate / --rate-429.
+lab_get() {
+	local i body code
+	for i in $(seq 1 100); do
+		body=$(_lab_curl -w '\n%{http_code}' "$LAB_URL$1")
+		code=${body##*$'\n'}
+		case $code in
+		429 | 5??) continue ;;
+		esac
+		printf '%s\n' "${body%$'\n'*}"
+		return 0
+	done
+	echo "GET $1: labcloud kept failing" >&2
+	return 1
+}
 lab_put() { _lab_curl -X PUT "$LAB_URL$1" -d "$2"; }
 lab_post() { _lab_curl -X POST "$LAB_URL$1" -d "$2"; }
 lab_delete() { _lab_curl -X DELETE "$LAB_URL$1"; }

@@ -763,6 +763,19 @@ static void test_planner_missing_output_in_plan(void **ts)
 	assert_contains(mo_error_last()->message, "module.lua:");
 }
 
+/* A plan output naming an output the resource does not have: the error
+ * names the output, and the state records are still the caller's. */
+static void test_planner_missing_output_in_plan_output(void **ts)
+{
+	fixture *f = *ts;
+	put(f, "module.a.step.s", "step-1", "{\"label\": \"a\", \"value\": \"start\"}", "{\"port\": 1}",
+	    NULL);
+	load(f, "chain.lua", NULL);
+	assert_int_equal(run_planner(f, 0), MO_EINVAL);
+	assert_contains(mo_error_last()->message, "output 'a_url'");
+	assert_contains(mo_error_last()->message, "module.a.step.s.host");
+}
+
 /* ---- mo_mask ------------------------------------------------------------- */
 
 static void test_planner_mask(void **ts)
@@ -841,12 +854,19 @@ static json_t *rc_of(json_t *doc, const char *address)
 	return NULL;
 }
 
+/* Fails (after freeing doc) when the secret appears in clear in doc;
+ * otherwise leaves doc to the caller. */
 static void assert_no_secret(json_t *doc)
 {
+	static char shown[4096];
 	char *s = json_dumps(doc, JSON_COMPACT);
 	assert_non_null(s);
-	if (strstr(s, SECRET))
-		fail_msg("secret in clear in the plan JSON: %s", s);
+	if (strstr(s, SECRET)) {
+		snprintf(shown, sizeof(shown), "%s", s);
+		free(s);
+		json_decref(doc);
+		fail_msg("secret in clear in the plan JSON: %s", shown);
+	}
 	free(s);
 }
 
@@ -1035,6 +1055,7 @@ int main(void)
 		T(test_planner_resolve_templates),
 		T(test_planner_resolve_errors),
 		T(test_planner_missing_output_in_plan),
+		T(test_planner_missing_output_in_plan_output),
 		T(test_planner_mask),
 		T(test_planner_plan_json_create),
 		T(test_planner_plan_json_update_replace_delete),
