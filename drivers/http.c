@@ -24,6 +24,7 @@
  * mo_http_cancel_task() does the same for one task.
  */
 #include "http.h"
+#include "lj.h"
 #include "common.h"
 #include "drivers.h"
 #include "loop.h"
@@ -41,7 +42,6 @@
 
 #define BODY_EXCERPT 200   /* bytes of a body quoted in an error */
 #define MAX_EXPECT 32      /* statuses in one expect set */
-#define JSON_MAX_DEPTH 64  /* nesting of a json= table */
 
 /* ======================================================================
  * Engine
@@ -850,228 +850,33 @@ void mo_http_abort(mo_http_call *c)
 }
 
 /* ======================================================================
- * Lua <-> JSON (local helpers; see lj.h for the shared model)
+ * Lua <-> JSON: the shared model of lj.h
  * ====================================================================== */
-
-typedef struct {
-	json_t *root;
-	char path[256];
-} json_enc;
-
-static json_t *enc_new(lua_State *L, json_enc *e, int idx, int depth);
-
-static void enc_error(lua_State *L, json_enc *e, const char *what)
-{
-	luaL_error(L, "ctx.http.request: field '%s' %s", e->path, what);
-}
-
-static int table_is_array(lua_State *L, int idx, size_t *n)
-{
-	size_t count = 0;
-	int strings = 0, others = 0;
-	*n = lua_rawlen(L, idx);
-	lua_pushnil(L);
-	while (lua_next(L, idx)) {
-		lua_pop(L, 1);
-		count++;
-		if (lua_type(L, -1) == LUA_TSTRING)
-			strings++;
-		else if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 ||
-			 (size_t)lua_tointeger(L, -1) > *n)
-			others++;
-	}
-	if (count == 0) {
-		/* Empty: an object unless marked with ctx.json.array(). */
-		int marked = 0;
-		if (lua_getmetatable(L, idx)) {
-			luaL_getmetatable(L, "mecorch.array");
-			marked = lua_rawequal(L, -1, -2);
-			lua_pop(L, 2);
-		}
-		return marked ? 1 : 0;
-	}
-	if (strings == (int)count)
-		return 0;
-	if (others == 0 && strings == 0 && count == *n)
-		return 1;
-	return -1;
-}
-
-/* Fill container j (already attached, so an error can't leak it) from the
- * table at idx. */
-static void enc_fill(lua_State *L, json_enc *e, int idx, json_t *j, int depth)
-{
-	size_t plen = strlen(e->path);
-	if (json_is_array(j)) {
-		size_t n = lua_rawlen(L, idx);
-		for (size_t i = 1; i <= n; i++) {
-			json_t *v;
-			snprintf(e->path + plen, sizeof(e->path) - plen, "[%zu]", i);
-			lua_rawgeti(L, idx, (lua_Integer)i);
-			v = enc_new(L, e, lua_gettop(L), depth + 1);
-			if (json_array_append_new(j, v) < 0)
-				luaL_error(L, "ctx.http.request: out of memory");
-			if (json_is_object(v) || json_is_array(v))
-				enc_fill(L, e, lua_gettop(L), v, depth + 1);
-			lua_pop(L, 1);
-		}
-	} else {
-		lua_pushnil(L);
-		while (lua_next(L, idx)) {
-			size_t klen;
-			const char *k = lua_tolstring(L, -2, &klen); /* keys are strings here */
-			json_t *v;
-			snprintf(e->path + plen, sizeof(e->path) - plen, ".%s", k);
-			v = enc_new(L, e, lua_gettop(L), depth + 1);
-			if (json_object_setn_new(j, k, klen, v) < 0)
-				luaL_error(L, "ctx.http.request: field '%s': key is not UTF-8 or out of memory",
-					   e->path);
-			if (json_is_object(v) || json_is_array(v))
-				enc_fill(L, e, lua_gettop(L), v, depth + 1);
-			lua_pop(L, 1);
-		}
-	}
-	e->path[plen] = '\0';
-}
-
-/* A new JSON value for the Lua value at idx; tables give an empty
- * container that enc_fill() fills once attached. */
-static json_t *enc_new(lua_State *L, json_enc *e, int idx, int depth)
-{
-	json_t *v = NULL;
-	size_t n;
-	switch (lua_type(L, idx)) {
-	case LUA_TBOOLEAN:
-		v = json_boolean(lua_toboolean(L, idx));
-		break;
-	case LUA_TNUMBER:
-		if (lua_isinteger(L, idx)) {
-			v = json_integer((json_int_t)lua_tointeger(L, idx));
-		} else {
-			double d = lua_tonumber(L, idx);
-			if (!isfinite(d))
-				enc_error(L, e, "is not a finite number");
-			v = json_real(d);
-		}
-		break;
-	case LUA_TSTRING: {
-		const char *s = lua_tolstring(L, idx, &n);
-		if (!(v = json_stringn(s, n)))
-			enc_error(L, e, "is not valid UTF-8");
-		break;
-	}
-	case LUA_TLIGHTUSERDATA:
-		if (lua_touserdata(L, idx) == NULL) {
-			v = json_null();
-			break;
-		}
-		enc_error(L, e, "cannot be encoded as JSON (userdata)");
-		break;
-	case LUA_TTABLE: {
-		int kind;
-		if (depth >= JSON_MAX_DEPTH)
-			enc_error(L, e, "is nested too deeply (a cycle?)");
-		luaL_checkstack(L, 4, "ctx.http.request: json too deep");
-		kind = table_is_array(L, idx, &n);
-		if (kind < 0)
-			enc_error(L, e, "mixes keys: use 1..n for an array or strings for an object");
-		v = kind ? json_array() : json_object();
-		break;
-	}
-	default:
-		enc_error(L, e, lua_pushfstring(L, "cannot be encoded as JSON (%s)",
-						luaL_typename(L, idx)));
-	}
-	if (!v)
-		luaL_error(L, "ctx.http.request: out of memory");
-	return v;
-}
-
-/* lua_pcall'd: args (json_enc*, value); returns the encoded text.  The
- * text goes straight into a Lua buffer, so nothing is left to free. */
-static int enc_protected(lua_State *L)
-{
-	const size_t flags = JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY;
-	json_enc *e = lua_touserdata(L, 1);
-	luaL_Buffer b;
-	size_t n;
-	char *p;
-
-	e->root = enc_new(L, e, 2, 0);
-	if (json_is_object(e->root) || json_is_array(e->root))
-		enc_fill(L, e, 2, e->root, 0);
-	if ((n = json_dumpb(e->root, NULL, 0, flags)) == 0)
-		return luaL_error(L, "ctx.http.request: out of memory");
-	p = luaL_buffinitsize(L, &b, n);
-	if (json_dumpb(e->root, p, n, flags) != n)
-		return luaL_error(L, "ctx.http.request: out of memory");
-	luaL_pushresultsize(&b, n);
-	return 1;
-}
 
 /* Encode the value at idx; pushes the text.  Raises on bad values. */
 static void json_encode_value(lua_State *L, int idx)
 {
-	json_enc e;
-	int st;
-	memset(&e, 0, sizeof(e));
-	strcpy(e.path, "json");
-	idx = lua_absindex(L, idx);
-	lua_pushcfunction(L, enc_protected);
-	lua_pushlightuserdata(L, &e);
-	lua_pushvalue(L, idx);
-	st = lua_pcall(L, 2, 1, 0);
-	json_decref(e.root);
-	if (st != LUA_OK)
-		lua_error(L);
+	json_t *v;
+	char *text;
+	if (mo_lj_to_json(L, idx, "json", &v) < 0)
+		luaL_error(L, "ctx.http.request: field %s", mo_error_last()->message);
+	if (mo_json_has_deferred(v)) {
+		json_decref(v);
+		luaL_error(L, "ctx.http.request: field json holds a reference");
+	}
+	text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+	json_decref(v);
+	if (!text)
+		luaL_error(L, "ctx.http.request: out of memory");
+	lua_pushstring(L, text);
+	free(text);
 }
 
-/* Push a decoded JSON value (null is the light userdata NULL, as
- * ctx.json.null).  May raise (memory): call under lua_pcall. */
+/* Push a decoded JSON value (null is ctx.json.null; arrays keep their
+ * array mark).  May raise (memory): call under lua_pcall. */
 static void json_push(lua_State *L, const json_t *v)
 {
-	luaL_checkstack(L, 3, "JSON nested too deeply");
-	switch (json_typeof(v)) {
-	case JSON_OBJECT: {
-		const char *k;
-		json_t *x;
-		lua_createtable(L, 0, (int)json_object_size(v));
-		json_object_foreach((json_t *)v, k, x) {
-			json_push(L, x);
-			lua_setfield(L, -2, k);
-		}
-		break;
-	}
-	case JSON_ARRAY: {
-		size_t i;
-		json_t *x;
-		lua_createtable(L, (int)json_array_size(v), 0);
-		json_array_foreach(v, i, x) {
-			json_push(L, x);
-			lua_rawseti(L, -2, (lua_Integer)i + 1);
-		}
-		break;
-	}
-	case JSON_STRING:
-		lua_pushlstring(L, json_string_value(v), json_string_length(v));
-		break;
-	case JSON_INTEGER:
-		lua_pushinteger(L, (lua_Integer)json_integer_value(v));
-		break;
-	case JSON_REAL:
-		lua_pushnumber(L, json_real_value(v));
-		break;
-	case JSON_TRUE:
-		lua_pushboolean(L, 1);
-		break;
-	case JSON_FALSE:
-		lua_pushboolean(L, 0);
-		break;
-	case JSON_NULL:
-	default:
-		lua_pushlightuserdata(L, NULL);
-		break;
-	}
+	mo_lj_push(L, v);
 }
 
 /* ======================================================================

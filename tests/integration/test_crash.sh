@@ -40,11 +40,11 @@ for trial in $(seq 1 "$TRIALS"); do
 	fi
 	sleep_ms "$delay"
 	kill -KILL "$BG_PID" 2>/dev/null
-	wait "$BG_PID"
+	wait "$BG_PID" 2>/dev/null
 	st=$?
 	if [ "$st" -eq 137 ]; then
 		killed_running=$((killed_running + 1))
-		when="killed after ${delay} ms"
+		when="killed after ${delay} ms, labcloud holding $(lab_total) objects"
 	else
 		when="had finished (exit $st) before the kill at ${delay} ms"
 	fi
