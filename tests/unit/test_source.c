@@ -1261,6 +1261,12 @@ static void test_source_https_system_ca(void **state)
  * match data of config lookups in git_remote_create_anonymous, the ssh
  * transport's connection data, copied custom headers).  Frames of this
  * project are not listed, so its own leaks are still reported. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+	return "fast_unwind_on_malloc=0"; /* full stacks through libgit2 */
+}
+
 const char *__lsan_default_suppressions(void);
 const char *__lsan_default_suppressions(void)
 {
