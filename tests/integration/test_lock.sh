@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# test_lock.sh - the state lock: a second run fails at once (exit 5) naming
+# the holder and touches nothing; `lock list` shows the lock while a run
+# holds it and nothing afterwards; `lock unlock ID` releases the lock of a
+# live but stuck (SIGSTOPped) holder, and the next apply adopts what the
+# stuck run had in flight.
+source "$(dirname "$0")/lib.sh"
+
+FLAT=$FIXTURES/plans/flat.lua
+lab_start --latency-ms 300
+ME="$(id -un)@$(uname -n)"
+
+say "a second apply while the first is running (20 objects, parallelism 2, 300 ms per request)"
+mo_bg "$T/first.log" apply "$FLAT" --var "endpoint=$LAB_URL" --var count=20 --var collection=first \
+	--parallelism 2 --auto-approve
+FIRST=$BG_PID
+lock=$(wait_for_lock)
+check_true "lock list --json shows a lock while the first apply runs" test -n "$lock"
+check_eq "the lock names the first apply: owner, pid, operation" "$ME $FIRST apply" \
+	"$(echo "$lock" | jq -r '"\(.owner) \(.pid) \(.operation)"')"
+lock_id=$(echo "$lock" | jq -r .id)
+mo lock list
+check_rc "lock list exits 0" 0
+check_out_has "lock list shows the lock id" "$lock_id"
+check_out_has "lock list shows the holder" "$ME (pid $FIRST) apply"
+
+mo apply "$FLAT" --var "endpoint=$LAB_URL" --var count=5 --var collection=second --auto-approve
+check_rc "the second apply exits 5" 5
+check_out_has "the message names user@host and pid" "locked by $ME (pid $FIRST)"
+check_out_has "the message names the operation" "running apply"
+check_out_has "the message gives the lock id" "$lock_id"
+check_true "the first apply was still running when the second gave up" kill -0 "$FIRST"
+mo plan "$FLAT" --var "endpoint=$LAB_URL" --var count=5 --var collection=second
+check_rc "a plan meanwhile exits 5 too" 5
+mo destroy "$FLAT" --var "endpoint=$LAB_URL" --var count=20 --var collection=first --auto-approve
+check_rc "a destroy meanwhile exits 5 too" 5
+
+wait "$FIRST"
+check_eq "the first apply exits 0" 0 "$?"
+check_eq "labcloud: the first apply's 20 objects, none of the refused runs'" '{"first":20}' \
+	"$(lab_stat .objects | jq -c .)"
+mo lock list --json
+check_eq "lock list --json: no lock once the first apply finished" null "$(jq -c .lock "$OUT")"
+mo lock list
+check_out_has "lock list says so" "not locked"
+check_lab_matches_state "labcloud objects == state resources"
+
+say "lock unlock on a lock held by a stopped apply"
+lab_config '{"latency_ms":2000}'
+mo_bg "$T/held.log" apply "$FLAT" --var "endpoint=$LAB_URL" --var count=20 --var collection=first \
+	--var gen=g1 --parallelism 1 --auto-approve
+HELD=$BG_PID
+lock=$(wait_for_lock)
+lock_id=$(echo "$lock" | jq -r .id)
+# Stop it while it waits for labcloud (its journal entry is committed, no
+# transaction is open): then it holds the lock and nothing else.
+for _ in $(seq 1 200); do
+	[ "$(lab_stat .in_flight)" -ge 1 ] && break
+	sleep 0.05
+done
+kill -STOP "$HELD"
+check_eq "the stopped apply holds the lock" "$HELD" "$(echo "$lock" | jq -r .pid)"
+lab_config '{"latency_ms":0}'
+mo apply "$FLAT" --var "endpoint=$LAB_URL" --var count=20 --var collection=first --var gen=g1 --auto-approve
+check_rc "an apply against a live (stopped) holder exits 5" 5
+mo lock unlock no-such-lock
+check_rc "lock unlock of an unknown id exits 4" 4
+mo lock list --json
+check_eq "... and leaves the lock" "$lock_id" "$(jq -r .lock.id "$OUT")"
+mo lock unlock "$lock_id"
+check_rc "lock unlock ID exits 0" 0
+mo lock list --json
+check_eq "lock list --json: the lock is gone" null "$(jq -c .lock "$OUT")"
+# The stopped run's request finishes in labcloud (2 s after it was sent).
+for _ in $(seq 1 200); do
+	[ "$(lab_stat .in_flight)" -eq 0 ] && break
+	sleep 0.05
+done
+mo apply "$FLAT" --var "endpoint=$LAB_URL" --var count=20 --var collection=first --var gen=g1 --auto-approve
+check_rc "the next apply takes the lock and exits 0" 0
+check_out_has "it resolves the stopped run's pending update" "pending operation of an interrupted run resolved"
+kill -KILL "$HELD" 2>/dev/null
+wait "$HELD" 2>/dev/null
+check_eq "labcloud: still 20 objects" 20 "$(lab_total)"
+check_eq "every object carries gen=g1" g1 "$(lab_items first | jq -r '.[].gen' | sort -u | tr '\n' ' ' | sed 's/ $//')"
+check_lab_matches_state "labcloud objects == state resources"
+mo lock list --json
+check_eq "no lock is left" null "$(jq -c .lock "$OUT")"
+
+finish
