@@ -24,6 +24,8 @@ int mo_open_sleep(lua_State *L);
 int mo_open_json(lua_State *L);
 /* Stack: +1 (the log function: log(msg) / log(level, msg)). */
 int mo_open_log(lua_State *L);
+/* Stack: +1 (the ssh table: exec, put, get; drivers/ssh.c). */
+int mo_open_ssh(lua_State *L);
 /* Stack: +1 (the crypto table: sha256, md5, hmac_sha256, base64_encode,
  * base64_decode, hex_encode, uuid).  drivers/crypto.c */
 int mo_open_crypto(lua_State *L);

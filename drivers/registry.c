@@ -16,6 +16,7 @@ static const mo_driver drivers[] = {
 	{ "sleep", mo_open_sleep }, /* drivers/http.c: sleep(ms) */
 	{ "json", mo_open_json },   /* drivers/json.c: encode, decode, null, array */
 	{ "log", mo_open_log },     /* drivers/log.c: log(level, msg) */
+	{ "ssh", mo_open_ssh },     /* drivers/ssh.c: exec, put, get */
 	{ "crypto", mo_open_crypto }, /* drivers/crypto.c: sha256, hmac_sha256, base64, uuid */
 	{ "time", mo_open_time },   /* drivers/time.c: now, http_date, iso8601 */
 };

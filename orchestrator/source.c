@@ -288,10 +288,14 @@ int mo_sources_commit(mo_sources *s)
 	    !memcmp(old, out, oldlen))
 		goto done; /* unchanged: leave the file (and its mtime) alone */
 	mo_error_clear();
-	if ((rc = mo_file_write_atomic(s->lock_path, out, strlen(out))) < 0)
+	if ((rc = mo_file_write_atomic(s->lock_path, out, strlen(out))) < 0) {
 		mo_error_prefix("cannot write the lock file");
-	else
+	} else {
 		s->have_lock = 1;
+		/* the lock holds no secret and is meant to be committed */
+		if (chmod(s->lock_path, 0644) < 0) {
+		}
+	}
 done:
 	free(text); /* jansson's allocator */
 	mo_free(out);

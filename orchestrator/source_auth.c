@@ -267,29 +267,28 @@ static const char *next_field(const char **p, size_t *len)
 	return *len ? start : NULL;
 }
 
-static int known_hosts_check(const char *file, const char *name, const unsigned char *key,
+/* Look `name` and `key` up in known_hosts `text` (read before the fetch, so
+ * this runs inside the libgit2 callback without allocating). */
+static int known_hosts_check(const char *text, const char *name, const unsigned char *key,
 			     size_t keylen, int *line_out)
 {
-	char *text = NULL, *line, *save = NULL;
 	const unsigned char *ktype = NULL;
 	size_t ktlen = blob_type(key, keylen, &ktype);
 	int lineno = 0, revoked = 0, match = 0, mismatch = 0;
+	const char *line = text;
 
-	if (!file || mo_file_read(&text, NULL, file) < 0) {
-		mo_error_clear();
-		return KH_UNKNOWN;
-	}
-	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		const char *p = line, *hosts, *type, *b64;
+	while (line && *line) {
+		const char *p = line, *hosts, *type, *b64, *nl = strchr(line, '\n');
+		unsigned char blob[4096];
 		size_t hl, tl, bl;
 		int is_revoked = 0;
-		unsigned char *blob;
 		long blen;
 
 		lineno++;
+		line = nl ? nl + 1 : NULL;
 		while (*p == ' ' || *p == '\t')
 			p++;
-		if (!*p || *p == '#' || *p == '\r')
+		if (!*p || *p == '#' || *p == '\r' || *p == '\n')
 			continue;
 		if (*p == '@') {
 			size_t ml;
@@ -300,11 +299,9 @@ static int known_hosts_check(const char *file, const char *name, const unsigned 
 				continue; /* @cert-authority: certificates are not supported */
 		}
 		if (!(hosts = next_field(&p, &hl)) || !(type = next_field(&p, &tl)) ||
-		    !(b64 = next_field(&p, &bl)))
+		    !(b64 = next_field(&p, &bl)) || bl / 4 * 3 + 3 > sizeof(blob))
 			continue;
 		if (!host_list_matches(hosts, hl, name))
-			continue;
-		if (!(blob = mo_malloc(bl)))
 			continue;
 		blen = b64_decode(b64, bl, blob);
 		if (blen > 0 && (size_t)blen == keylen && !memcmp(blob, key, keylen)) {
@@ -316,9 +313,7 @@ static int known_hosts_check(const char *file, const char *name, const unsigned 
 			   !mismatch) {
 			mismatch = lineno;
 		}
-		mo_free(blob);
 	}
-	mo_free(text);
 	if (revoked) {
 		*line_out = revoked;
 		return KH_REVOKED;
@@ -376,7 +371,7 @@ static int check_hostkey(mo_git_fetch_ctx *ctx, const git_cert_hostkey *hk, cons
 			 name, ctx->src->url);
 		return refuse_hostkey(ctx);
 	}
-	switch (known_hosts_check(a->ssh_known_hosts, name, (const unsigned char *)hk->hostkey,
+	switch (known_hosts_check(ctx->known_hosts_text, name, (const unsigned char *)hk->hostkey,
 				  hk->hostkey_len, &line)) {
 	case KH_MATCH:
 		return 0;
@@ -534,7 +529,9 @@ static int https_credentials(const mo_git_source *src, const mo_git_auth *a, cha
 	return 0;
 }
 
-int mo_git_https_auth_header(char **out, const mo_git_source *src, const mo_git_auth *a)
+/* "Authorization: Basic ..." for an https source with credentials, else
+ * *out = NULL. */
+static int https_auth_header(char **out, const mo_git_source *src, const mo_git_auth *a)
 {
 	char *user = NULL, *pass = NULL, *plain = NULL, *b64 = NULL;
 	size_t n;
@@ -560,6 +557,42 @@ int mo_git_https_auth_header(char **out, const mo_git_source *src, const mo_git_
 	return rc;
 }
 
+int mo_git_fetch_ctx_init(mo_git_fetch_ctx *ctx, const mo_git_source *src, const mo_git_auth *a)
+{
+	int rc = 0;
+	memset(ctx, 0, sizeof(*ctx));
+	ctx->src = src;
+	ctx->auth = a;
+	if (src->scheme == MO_GIT_HTTPS) {
+		rc = https_auth_header(&ctx->authz, src, a);
+	} else if (src->scheme == MO_GIT_SSH) {
+		if (a->ssh_known_hosts &&
+		    mo_file_read(&ctx->known_hosts_text, NULL, a->ssh_known_hosts) < 0) {
+			mo_error_clear(); /* no file: every host is unknown */
+			ctx->known_hosts_text = NULL;
+		}
+		if (a->ssh_key) {
+			if (!(ctx->ssh_pubkey = mo_sprintf("%s.pub", a->ssh_key)))
+				rc = mo_error_set(MO_ENOMEM, "out of memory");
+			else if (access(ctx->ssh_pubkey, R_OK) < 0) {
+				mo_free(ctx->ssh_pubkey);
+				ctx->ssh_pubkey = NULL; /* libssh2 derives it from the key */
+			}
+		}
+	}
+	if (rc < 0)
+		mo_git_fetch_ctx_clear(ctx);
+	return rc;
+}
+
+void mo_git_fetch_ctx_clear(mo_git_fetch_ctx *ctx)
+{
+	free_secret(ctx->authz);
+	mo_free(ctx->known_hosts_text);
+	mo_free(ctx->ssh_pubkey);
+	ctx->authz = ctx->known_hosts_text = ctx->ssh_pubkey = NULL;
+}
+
 int mo_git_credentials_cb(git_credential **out, const char *url, const char *username_from_url,
 			  unsigned int allowed_types, void *payload)
 {
@@ -575,21 +608,14 @@ int mo_git_credentials_cb(git_credential **out, const char *url, const char *use
 		const char *user = username_from_url && *username_from_url ? username_from_url :
 									     local_user();
 		if (allowed_types & GIT_CREDENTIAL_SSH_KEY) {
-			char *pub;
-			int rc;
 			if (ctx->key_tries++ > 0)
 				return give_up(ctx, 1, "key rejected (%s)", a->ssh_key);
 			if (!a->ssh_key || access(a->ssh_key, R_OK) < 0)
 				return give_up(ctx, 0,
 					       "no readable ssh key at %s (set MECORCH_SSH_KEY)",
 					       a->ssh_key ? a->ssh_key : "~/.ssh/id_ed25519");
-			if (!(pub = mo_sprintf("%s.pub", a->ssh_key)))
-				return GIT_EAUTH;
-			rc = git_credential_ssh_key_new(out, user,
-							access(pub, R_OK) == 0 ? pub : NULL,
-							a->ssh_key, a->ssh_key_passphrase);
-			mo_free(pub);
-			return rc;
+			return git_credential_ssh_key_new(out, user, ctx->ssh_pubkey, a->ssh_key,
+							  a->ssh_key_passphrase);
 		}
 		if (allowed_types & GIT_CREDENTIAL_USERNAME)
 			return git_credential_username_new(out, user);
@@ -598,20 +624,13 @@ int mo_git_credentials_cb(git_credential **out, const char *url, const char *use
 
 	if (ctx->src->scheme == MO_GIT_HTTPS &&
 	    (allowed_types & GIT_CREDENTIAL_USERPASS_PLAINTEXT)) {
-		char *user = NULL, *pass = NULL;
-		int rc;
-		/* pass_tries starts at 1 when the fetch already sent them in
-		 * an Authorization header. */
-		if (ctx->pass_tries++ > 0)
+		/* Credentials we have went out with the first request, in
+		 * the Authorization header: being asked means they were
+		 * refused, or that there are none. */
+		if (ctx->authz)
 			return give_up(ctx, 1, "%s", "credentials rejected");
-		if (https_credentials(ctx->src, a, &user, &pass) < 0)
-			return give_up(ctx, 0, "%s",
-				       "no credentials (set MECORCH_GIT_TOKEN or "
-				       "MECORCH_GIT_CREDENTIALS)");
-		rc = git_credential_userpass_plaintext_new(out, user, pass);
-		mo_free(user);
-		free_secret(pass);
-		return rc;
+		return give_up(ctx, 0, "%s",
+			       "no credentials (set MECORCH_GIT_TOKEN or MECORCH_GIT_CREDENTIALS)");
 	}
 	return give_up(ctx, 0, "%s", "no supported authentication method");
 }

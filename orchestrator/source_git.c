@@ -593,13 +593,11 @@ int mo_git_mirror_fetch(mo_git_mirror *m, const mo_git_source *src, const mo_git
 	git_remote *remote = NULL;
 	git_reference *head = NULL;
 	git_buf branch = { 0 };
-	char *authz = NULL;
 	mo_git_fetch_ctx ctx;
 	int rc = 0, gerr;
 
-	memset(&ctx, 0, sizeof(ctx));
-	ctx.src = src;
-	ctx.auth = auth;
+	if ((rc = mo_git_fetch_ctx_init(&ctx, src, auth)) < 0)
+		return rc;
 	git_fetch_options_init(&fo, GIT_FETCH_OPTIONS_VERSION);
 	fo.callbacks.credentials = mo_git_credentials_cb;
 	fo.callbacks.certificate_check = mo_git_certificate_cb;
@@ -608,16 +606,10 @@ int mo_git_mirror_fetch(mo_git_mirror *m, const mo_git_source *src, const mo_git
 	fo.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
 	fo.update_fetchhead = 0;
 	fo.proxy_opts.type = GIT_PROXY_AUTO;
-
-	if (src->scheme == MO_GIT_HTTPS) {
-		if ((rc = mo_git_https_auth_header(&authz, src, auth)) < 0)
-			return rc;
-		if (authz) {
-			fo.custom_headers.strings = &authz;
-			fo.custom_headers.count = 1;
-			fo.follow_redirects = GIT_REMOTE_REDIRECT_NONE; /* keep them on this host */
-			ctx.pass_tries = 1;
-		}
+	if (ctx.authz) {
+		fo.custom_headers.strings = &ctx.authz;
+		fo.custom_headers.count = 1;
+		fo.follow_redirects = GIT_REMOTE_REDIRECT_NONE; /* keep them on this host */
 	}
 
 	pthread_mutex_lock(&fetch_lock);
@@ -640,10 +632,7 @@ done:
 	git_reference_free(head);
 	git_buf_dispose(&branch);
 	git_remote_free(remote);
-	if (authz) {
-		memset(authz, 0, strlen(authz));
-		mo_free(authz);
-	}
+	mo_git_fetch_ctx_clear(&ctx);
 	return rc;
 }
 

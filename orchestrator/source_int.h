@@ -57,12 +57,15 @@ typedef struct {
 	const mo_git_source *src;
 	const mo_git_auth *auth;
 	int calls; /* credential callback invocations */
-	int key_tries, pass_tries;
+	int key_tries;
 	int auth_rejected;  /* credentials were offered and refused */
 	int no_credentials; /* nothing to offer */
 	int hostkey_refused;
 	int tls_untrusted;
-	char detail[512]; /* message for the above (no secrets) */
+	char detail[512];       /* message for the above (no secrets) */
+	char *authz;            /* https: "Authorization: Basic ..." (secret) */
+	char *known_hosts_text; /* ssh: the known_hosts file */
+	char *ssh_pubkey;       /* ssh: <key>.pub if readable */
 } mo_git_fetch_ctx;
 
 /* source_git.c */
@@ -114,9 +117,11 @@ int mo_git_auth_init(mo_git_auth *a, const mo_source_opts *opts);
 void mo_git_auth_free(mo_git_auth *a);
 int mo_git_credentials_cb(git_credential **out, const char *url, const char *username_from_url,
 			  unsigned int allowed_types, void *payload);
-/* "Authorization: Basic ..." for an https source with credentials, else
- * *out = NULL.  The caller wipes and frees it. */
-int mo_git_https_auth_header(char **out, const mo_git_source *src, const mo_git_auth *a);
+/* Prepare everything the callbacks need (the https Authorization header,
+ * the known_hosts text, the public key path), so that they allocate
+ * nothing themselves; _clear wipes and frees it. */
+int mo_git_fetch_ctx_init(mo_git_fetch_ctx *ctx, const mo_git_source *src, const mo_git_auth *a);
+void mo_git_fetch_ctx_clear(mo_git_fetch_ctx *ctx);
 int mo_git_certificate_cb(git_cert *cert, int valid, const char *host, void *payload);
 
 #endif

@@ -967,7 +967,7 @@ static void api_system_reset(rf_call *c, rf_reply *r)
 	} else {
 		y->pending = true;
 		y->pending_on = target_on;
-		y->pending_boot = boots || (y->pending && y->pending_boot && target_on);
+		y->pending_boot = boots;
 		snprintf(y->pending_type, sizeof(y->pending_type), "%s", type);
 		y->due_ms = now_ms() + s->cfg.power_delay_ms;
 		logf_event("%s: Reset %s accepted: PowerState %s -> %s in %ld ms", y->id, type,
@@ -1203,4 +1203,595 @@ static void api_dispatch(rf_call *c, rf_reply *r)
 	} else {
 		reply_error(r, 404, M_MISSING_URI, c->path, NULL);
 	}
+}
+
+/* ---- control endpoints: /_stats, /_config, /_state --------------------- */
+
+static json_t *config_json(const rf_server *s)
+{
+	return json_pack("{s:I, s:f, s:f, s:I, s:I, s:b, s:b, s:i}",
+			 "latency_ms", (json_int_t)s->cfg.latency_ms,
+			 "fail_rate", s->cfg.fail_rate,
+			 "rate_429", s->cfg.rate_429,
+			 "retry_after", (json_int_t)s->cfg.retry_after,
+			 "power_delay_ms", (json_int_t)s->cfg.power_delay_ms,
+			 "auth_required", s->user != NULL,
+			 "require_etag", s->require_etag,
+			 "systems", s->nsystems);
+}
+
+static void ctl_stats(rf_call *c, rf_reply *r)
+{
+	rf_server *s = c->srv;
+	json_t *req = json_object(), *resp = json_object();
+	char code[8];
+	pthread_mutex_lock(&s->lock);
+	settle_all(s);
+	for (int i = 0; i < RF_METHOD_COUNT; i++)
+		json_object_set_new(req, method_names[i], json_integer((json_int_t)s->requests[i]));
+	for (int i = 0; i < (int)ARRAY_SIZE(s->responses); i++) {
+		if (s->responses[i]) {
+			snprintf(code, sizeof(code), "%d", i);
+			json_object_set_new(resp, code, json_integer((json_int_t)s->responses[i]));
+		}
+	}
+	reply_json(r, 200, json_pack("{s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i}",
+				     "requests", req, "responses", resp,
+				     "resets", (json_int_t)s->resets,
+				     "patches", (json_int_t)s->patches,
+				     "transitions", (json_int_t)s->transitions,
+				     "stale_reads", (json_int_t)s->stale_reads,
+				     "overrides_consumed", (json_int_t)s->overrides_consumed,
+				     "precondition_failed", (json_int_t)s->precondition_failed,
+				     "auth_failures", (json_int_t)s->auth_failures,
+				     "in_flight", (json_int_t)s->in_flight,
+				     "max_in_flight", (json_int_t)s->max_in_flight,
+				     "sessions", s->nsessions));
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void ctl_stats_reset(rf_call *c, rf_reply *r)
+{
+	rf_server *s = c->srv;
+	pthread_mutex_lock(&s->lock);
+	memset(s->requests, 0, sizeof(s->requests));
+	memset(s->responses, 0, sizeof(s->responses));
+	s->resets = s->patches = s->transitions = s->stale_reads = 0;
+	s->overrides_consumed = s->precondition_failed = s->auth_failures = 0;
+	s->max_in_flight = s->in_flight;
+	pthread_mutex_unlock(&s->lock);
+	reply_empty(r, 204);
+}
+
+static void ctl_config_get(rf_call *c, rf_reply *r)
+{
+	pthread_mutex_lock(&c->srv->lock);
+	reply_json(r, 200, config_json(c->srv));
+	pthread_mutex_unlock(&c->srv->lock);
+}
+
+/* Read a number field of a config body into *out within [lo, hi]. */
+static bool config_number(json_t *body, const char *k, double lo, double hi,
+			  bool integer, double *out, rf_reply *r)
+{
+	json_t *v = json_object_get(body, k);
+	double d;
+	if (!v)
+		return true;
+	if (!json_is_number(v) || (integer && !json_is_integer(v))) {
+		reply_problem(r, 400, "%s must be %s", k, integer ? "an integer" : "a number");
+		return false;
+	}
+	d = json_number_value(v);
+	if (d < lo || d > hi) {
+		reply_problem(r, 400, "%s must be within [%g, %g]", k, lo, hi);
+		return false;
+	}
+	*out = d;
+	return true;
+}
+
+static void ctl_config_put(rf_call *c, rf_reply *r)
+{
+	static const char *const known[] = {
+		"latency_ms", "fail_rate", "rate_429", "retry_after", "power_delay_ms",
+	};
+	rf_server *s = c->srv;
+	json_t *body, *v;
+	const char *k;
+	double lat, fail, r429, ra, pd;
+
+	if (!(body = json_loadb(c->body ? c->body : "", c->body_len, 0, NULL)) ||
+	    !json_is_object(body)) {
+		reply_problem(r, 400, "the request body must be a JSON object");
+		json_decref(body);
+		return;
+	}
+	json_object_foreach(body, k, v) {
+		if (!in_list(k, known, ARRAY_SIZE(known))) {
+			reply_problem(r, 400, "unknown setting %s", k);
+			goto done;
+		}
+	}
+	pthread_mutex_lock(&s->lock);
+	lat = (double)s->cfg.latency_ms;
+	fail = s->cfg.fail_rate;
+	r429 = s->cfg.rate_429;
+	ra = (double)s->cfg.retry_after;
+	pd = (double)s->cfg.power_delay_ms;
+	if (config_number(body, "latency_ms", 0, 3600000, true, &lat, r) &&
+	    config_number(body, "fail_rate", 0, 1, false, &fail, r) &&
+	    config_number(body, "rate_429", 0, 1, false, &r429, r) &&
+	    config_number(body, "retry_after", 0, 86400, true, &ra, r) &&
+	    config_number(body, "power_delay_ms", 0, 3600000, true, &pd, r)) {
+		s->cfg.latency_ms = (long)lat;
+		s->cfg.fail_rate = fail;
+		s->cfg.rate_429 = r429;
+		s->cfg.retry_after = (long)ra;
+		s->cfg.power_delay_ms = (long)pd;
+		reply_json(r, 200, config_json(s));
+	}
+	pthread_mutex_unlock(&s->lock);
+done:
+	json_decref(body);
+}
+
+/* Every system as the machine sees it, pending transition included. */
+static void ctl_state(rf_call *c, rf_reply *r)
+{
+	rf_server *s = c->srv;
+	json_t *systems = json_object();
+	int64_t now;
+	pthread_mutex_lock(&s->lock);
+	settle_all(s);
+	now = now_ms();
+	for (int i = 0; i < s->nsystems; i++) {
+		rf_system *y = &s->systems[i];
+		char etag[64];
+		json_t *pending = json_null();
+		etag_of(s, y, etag, sizeof(etag));
+		if (y->pending)
+			pending = json_pack("{s:s, s:s, s:b, s:I}", "PowerState",
+					    y->pending_on ? "On" : "Off", "ResetType", y->pending_type,
+					    "boots", y->pending_boot,
+					    "due_in_ms", (json_int_t)(y->due_ms - now));
+		json_object_set_new(systems, y->id, json_pack(
+			"{s:s, s:s, s:o, s:{s:s, s:s, s:s}, s:s, s:I, s:I, s:I}",
+			"@odata.id", y->uri, "PowerState", y->on ? "On" : "Off",
+			"pending", pending,
+			"Boot", "BootSourceOverrideEnabled", y->boot_enabled,
+			"BootSourceOverrideTarget", y->boot_target,
+			"BootSourceOverrideMode", y->boot_mode,
+			"etag", etag, "resets", (json_int_t)y->resets, "boots", (json_int_t)y->boots,
+			"stale_reads", (json_int_t)y->stale_reads));
+	}
+	reply_json(r, 200, json_pack("{s:o}", "systems", systems));
+	pthread_mutex_unlock(&s->lock);
+}
+
+static const struct {
+	rf_method method;
+	const char *path;
+	rf_handler fn;
+} ctl_routes[] = {
+	{ RF_GET, "/_stats", ctl_stats },
+	{ RF_POST, "/_stats/reset", ctl_stats_reset },
+	{ RF_GET, "/_config", ctl_config_get },
+	{ RF_PUT, "/_config", ctl_config_put },
+	{ RF_GET, "/_state", ctl_state },
+};
+
+static void ctl_dispatch(rf_call *c, rf_reply *r)
+{
+	bool path_known = false;
+	for (size_t i = 0; i < ARRAY_SIZE(ctl_routes); i++) {
+		if (strcmp(ctl_routes[i].path, c->path) != 0)
+			continue;
+		path_known = true;
+		if (ctl_routes[i].method == c->method ||
+		    (ctl_routes[i].method == RF_GET && c->method == RF_HEAD)) {
+			ctl_routes[i].fn(c, r);
+			return;
+		}
+	}
+	if (path_known)
+		reply_problem(r, 405, "%s is not supported on %s", method_names[c->method], c->path);
+	else
+		reply_problem(r, 404, "no such path: %s", c->path);
+}
+
+/* ---- request handling ------------------------------------------------- */
+
+static rf_method method_of(const char *m)
+{
+	for (int i = 0; i < RF_OTHER; i++)
+		if (strcmp(m, method_names[i]) == 0)
+			return (rf_method)i;
+	return RF_OTHER;
+}
+
+/* An API request: counted, delayed, maybe failed, then routed. */
+static void handle_api(rf_server *s, rf_call *c, const rf_upload *up, rf_reply *r)
+{
+	long delay, retry_after;
+	int fault = 0;
+
+	pthread_mutex_lock(&s->lock);
+	s->requests[c->method]++;
+	if (++s->in_flight > s->max_in_flight)
+		s->max_in_flight = s->in_flight;
+	delay = s->cfg.latency_ms;
+	if (s->cfg.fail_rate > 0 && rng_next(s) < s->cfg.fail_rate)
+		fault = rng_next(s) < 0.5 ? 503 : 500;
+	else if (s->cfg.rate_429 > 0 && rng_next(s) < s->cfg.rate_429)
+		fault = 429;
+	retry_after = s->cfg.retry_after;
+	pthread_mutex_unlock(&s->lock);
+
+	if (delay > 0)
+		sleep_ms(delay);
+	if (fault == 429) {
+		char sec[24];
+		snprintf(sec, sizeof(sec), "%ld", retry_after);
+		reply_error(r, 429, M_UNAVAILABLE, sec, NULL);
+		r->retry_after = retry_after;
+	} else if (fault == 503) {
+		reply_error(r, 503, M_UNAVAILABLE, "0", NULL);
+	} else if (fault) {
+		reply_error(r, 500, M_INTERNAL, NULL);
+	} else if (up->too_large) {
+		reply_error(r, 413, M_TOO_LARGE, NULL);
+	} else {
+		api_dispatch(c, r);
+	}
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
+				  const char *url, const char *method,
+				  const char *version, const char *upload_data,
+				  size_t *upload_size, void **req_cls)
+{
+	rf_server *s = cls;
+	rf_upload *up = *req_cls;
+	rf_reply r = { .status = 500, .retry_after = -1 };
+	rf_call c = { .srv = s, .conn = conn };
+	char path[512];
+	size_t n;
+	enum MHD_Result ret;
+	(void)version;
+
+	if (!up) { /* first call: headers only */
+		if (!(up = calloc(1, sizeof(*up))))
+			return MHD_NO;
+		*req_cls = up;
+		return MHD_YES;
+	}
+	if (*upload_size) { /* a piece of the body */
+		size_t k = *upload_size;
+		*upload_size = 0;
+		if (up->too_large || up->len + k > RF_MAX_BODY) {
+			up->too_large = true;
+			return MHD_YES;
+		}
+		if (up->len + k > up->cap) {
+			size_t cap = up->cap ? up->cap : 4096;
+			char *p;
+			while (cap < up->len + k)
+				cap *= 2;
+			if (!(p = realloc(up->body, cap)))
+				return MHD_NO;
+			up->body = p;
+			up->cap = cap;
+		}
+		memcpy(up->body + up->len, upload_data, k);
+		up->len += k;
+		return MHD_YES;
+	}
+
+	/* "/redfish/v1/" and "/redfish/v1" are the same resource */
+	snprintf(path, sizeof(path), "%s", url);
+	n = strlen(path);
+	while (n > 1 && path[n - 1] == '/')
+		path[--n] = '\0';
+	c.path = path;
+	c.method = method_of(method);
+	c.body = up->body;
+	c.body_len = up->len;
+	if (strncmp(path, "/_", 2) == 0) {
+		if (up->too_large)
+			reply_problem(&r, 400, "the request body exceeds %d bytes", RF_MAX_BODY);
+		else
+			ctl_dispatch(&c, &r);
+		return reply_send(conn, &r);
+	}
+
+	handle_api(s, &c, up, &r);
+	ret = reply_send(conn, &r);
+	pthread_mutex_lock(&s->lock);
+	if (r.status >= 0 && r.status < (int)ARRAY_SIZE(s->responses))
+		s->responses[r.status]++;
+	s->in_flight--;
+	pthread_mutex_unlock(&s->lock);
+	return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	rf_upload *up = *req_cls;
+	(void)cls, (void)conn, (void)toe;
+	if (up) {
+		free(up->body);
+		free(up);
+		*req_cls = NULL;
+	}
+}
+
+/* ---- command line ----------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+	fputs("usage: redfish [options]\n"
+	      "An in-memory DMTF Redfish service (a BMC) with N computer systems.\n"
+	      "\n"
+	      "  --listen HOST:PORT        address to listen on (default 127.0.0.1:0, a free port)\n"
+	      "  --port-file FILE          write the bound port to FILE once listening\n"
+	      "  --systems N               number of systems (default 1, at most 1024)\n"
+	      "  --system-ids STYLE        'embedded' (System.Embedded.1, ...) or 'numeric'\n"
+	      "                            (1, 2, ...) (default embedded)\n"
+	      "  --power-state STATE       initial PowerState of every system: On or Off\n"
+	      "                            (default Off)\n"
+	      "  --power-delay-ms N        a power transition completes N ms after the Reset\n"
+	      "                            (default 0)\n"
+	      "  --user U, --password P    require HTTP Basic auth (or a session) as U:P\n"
+	      "  --require-etag            refuse a PATCH without If-Match (428)\n"
+	      "  --latency-ms N            delay every API request by N ms (default 0)\n"
+	      "  --fail-rate F             answer a fraction F of API requests 500/503 (default 0)\n"
+	      "  --rate-429 F              answer a fraction F of API requests 429 (default 0)\n"
+	      "  --retry-after S           Retry-After seconds sent with 429 (default 1)\n"
+	      "  --seed N                  seed of the fault RNG (default: random)\n"
+	      "  --help                    show this help\n"
+	      "\n"
+	      "See examples/lab/README.md for the API.\n", f);
+}
+
+static bool parse_long(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	long v;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return false;
+	*out = v;
+	return true;
+}
+
+static bool parse_rate(const char *s, double *out)
+{
+	char *end;
+	double v;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= 0.0 && v <= 1.0))
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Split "HOST:PORT", "[V6]:PORT" or ":PORT" and resolve it.  *res is the
+ * caller's (freeaddrinfo). */
+static int resolve_listen(const char *spec, struct addrinfo **res)
+{
+	char host[256];
+	const char *port, *h = spec, *colon;
+	size_t hn;
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	if (spec[0] == '[') {
+		const char *close = strchr(spec, ']');
+		if (!close || close[1] != ':')
+			return -1;
+		h = spec + 1;
+		hn = (size_t)(close - h);
+		port = close + 2;
+	} else {
+		if (!(colon = strrchr(spec, ':')))
+			return -1;
+		hn = (size_t)(colon - spec);
+		port = colon + 1;
+	}
+	if (hn >= sizeof(host) || !*port)
+		return -1;
+	memcpy(host, h, hn);
+	host[hn] = '\0';
+	return getaddrinfo(hn ? host : "127.0.0.1", port, &hints, res) == 0 ? 0 : -1;
+}
+
+/* Write "PORT\n" to path atomically (temp file, fsync, rename). */
+static int write_port_file(const char *path, unsigned port)
+{
+	char tmp[PATH_MAX], text[16];
+	int fd, n, rc = -1;
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp))
+		return -1;
+	n = snprintf(text, sizeof(text), "%u\n", port);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
+		return -1;
+	if (write(fd, text, (size_t)n) == n && fsync(fd) == 0)
+		rc = 0;
+	if (close(fd) != 0)
+		rc = -1;
+	if (rc == 0 && rename(tmp, path) != 0)
+		rc = -1;
+	if (rc != 0)
+		unlink(tmp);
+	return rc;
+}
+
+/* The systems: ids per style, every one in the same initial state. */
+static int make_systems(rf_server *s, long n, bool numeric, bool on)
+{
+	if (!(s->systems = calloc((size_t)n, sizeof(*s->systems))))
+		return -1;
+	s->nsystems = (int)n;
+	for (int i = 0; i < s->nsystems; i++) {
+		rf_system *y = &s->systems[i];
+		if (numeric)
+			snprintf(y->id, sizeof(y->id), "%d", i + 1);
+		else
+			snprintf(y->id, sizeof(y->id), "System.Embedded.%d", i + 1);
+		snprintf(y->uri, sizeof(y->uri), "/redfish/v1/Systems/%s", y->id);
+		uuid_from(random_u64(), random_u64(), y->uuid, sizeof(y->uuid));
+		snprintf(y->serial, sizeof(y->serial), "LAB%06d", i + 1);
+		y->on = on;
+		snprintf(y->boot_enabled, sizeof(y->boot_enabled), "Disabled");
+		snprintf(y->boot_target, sizeof(y->boot_target), "None");
+		snprintf(y->boot_mode, sizeof(y->boot_mode), "UEFI");
+		y->generation = 1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	enum { O_LISTEN = 1, O_PORT_FILE, O_SYSTEMS, O_IDS, O_POWER, O_DELAY, O_USER,
+	       O_PASSWORD, O_ETAG, O_LATENCY, O_FAIL, O_429, O_RETRY, O_SEED, O_HELP };
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, O_LISTEN },
+		{ "port-file", required_argument, NULL, O_PORT_FILE },
+		{ "systems", required_argument, NULL, O_SYSTEMS },
+		{ "system-ids", required_argument, NULL, O_IDS },
+		{ "power-state", required_argument, NULL, O_POWER },
+		{ "power-delay-ms", required_argument, NULL, O_DELAY },
+		{ "user", required_argument, NULL, O_USER },
+		{ "password", required_argument, NULL, O_PASSWORD },
+		{ "require-etag", no_argument, NULL, O_ETAG },
+		{ "latency-ms", required_argument, NULL, O_LATENCY },
+		{ "fail-rate", required_argument, NULL, O_FAIL },
+		{ "rate-429", required_argument, NULL, O_429 },
+		{ "retry-after", required_argument, NULL, O_RETRY },
+		{ "seed", required_argument, NULL, O_SEED },
+		{ "help", no_argument, NULL, O_HELP },
+		{ NULL, 0, NULL, 0 },
+	};
+	static rf_server srv;
+	const char *listen_spec = "127.0.0.1:0", *port_file = NULL;
+	struct addrinfo *ai = NULL;
+	struct MHD_Daemon *d = NULL;
+	const union MHD_DaemonInfo *info;
+	char host[NI_MAXHOST];
+	unsigned flags, port;
+	long v, nsystems = 1;
+	bool numeric = false, on = false;
+	uint64_t seed = random_u64();
+	sigset_t sigs;
+	int opt, sig, rc = 1;
+
+	srv.cfg.retry_after = 1;
+	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		bool ok = true;
+		switch (opt) {
+		case O_LISTEN: listen_spec = optarg; break;
+		case O_PORT_FILE: port_file = optarg; break;
+		case O_SYSTEMS: ok = parse_long(optarg, 1, RF_MAX_SYSTEMS, &nsystems); break;
+		case O_IDS:
+			ok = !strcmp(optarg, "embedded") || !strcmp(optarg, "numeric");
+			numeric = !strcmp(optarg, "numeric");
+			break;
+		case O_POWER:
+			ok = !strcmp(optarg, "On") || !strcmp(optarg, "Off");
+			on = !strcmp(optarg, "On");
+			break;
+		case O_DELAY: ok = parse_long(optarg, 0, 3600000, &srv.cfg.power_delay_ms); break;
+		case O_USER: ok = *optarg && !strchr(optarg, ':'); srv.user = optarg; break;
+		case O_PASSWORD: srv.password = optarg; break;
+		case O_ETAG: srv.require_etag = true; break;
+		case O_LATENCY: ok = parse_long(optarg, 0, 3600000, &srv.cfg.latency_ms); break;
+		case O_FAIL: ok = parse_rate(optarg, &srv.cfg.fail_rate); break;
+		case O_429: ok = parse_rate(optarg, &srv.cfg.rate_429); break;
+		case O_RETRY: ok = parse_long(optarg, 0, 86400, &srv.cfg.retry_after); break;
+		case O_SEED:
+			ok = parse_long(optarg, LONG_MIN, LONG_MAX, &v);
+			seed = (uint64_t)v;
+			break;
+		case O_HELP: usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+		if (!ok) {
+			fprintf(stderr, "redfish: bad value for --%s: %s\n", opts[opt - 1].name, optarg);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "redfish: unexpected argument %s\n", argv[optind]);
+		return 2;
+	}
+	if (!srv.user != !srv.password) {
+		fprintf(stderr, "redfish: --user and --password go together\n");
+		return 2;
+	}
+	if (resolve_listen(listen_spec, &ai) != 0) {
+		fprintf(stderr, "redfish: cannot use --listen %s (want HOST:PORT)\n", listen_spec);
+		return 2;
+	}
+
+	srv.rng = mix64(seed) | 1;
+	snprintf(srv.instance, sizeof(srv.instance), "%08llx",
+		 (unsigned long long)(random_u64() & 0xffffffffULL));
+	uuid_from(random_u64(), random_u64(), srv.service_uuid, sizeof(srv.service_uuid));
+	json_object_seed(0); /* before any thread touches jansson */
+	if (make_systems(&srv, nsystems, numeric, on) != 0) {
+		fprintf(stderr, "redfish: out of memory\n");
+		goto done;
+	}
+	pthread_mutex_init(&srv.lock, NULL);
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+	flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD |
+		MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	if (ai->ai_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, &srv,
+			     MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+			     MHD_OPTION_CONNECTION_LIMIT, (unsigned)RF_MAX_CONNECTIONS,
+			     MHD_OPTION_THREAD_STACK_SIZE, (size_t)RF_THREAD_STACK,
+			     MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+			     MHD_OPTION_NOTIFY_COMPLETED, on_completed, &srv,
+			     MHD_OPTION_END);
+	if (!d) {
+		fprintf(stderr, "redfish: cannot listen on %s\n", listen_spec);
+		goto done;
+	}
+	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+	port = info ? info->port : 0;
+	if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host), NULL, 0,
+			NI_NUMERICHOST) != 0)
+		snprintf(host, sizeof(host), "127.0.0.1");
+	if (port_file && write_port_file(port_file, port) != 0) {
+		fprintf(stderr, "redfish: cannot write %s: %s\n", port_file, strerror(errno));
+		goto done;
+	}
+	printf(ai->ai_family == AF_INET6 ? "redfish listening on http://[%s]:%u (%d systems)\n"
+					  : "redfish listening on http://%s:%u (%d systems)\n",
+	       host, port, srv.nsystems);
+	fflush(stdout);
+
+	do {
+		if (sigwait(&sigs, &sig) != 0)
+			goto done;
+	} while (sig != SIGINT && sig != SIGTERM);
+	rc = 0;
+done:
+	if (d)
+		MHD_stop_daemon(d);
+	if (ai)
+		freeaddrinfo(ai);
+	free(srv.systems);
+	return rc;
 }

@@ -12,15 +12,17 @@
 #   lab_start [labcloud options...]   start labcloud on a free 127.0.0.1 port
 #                                     (--port-file); sets LAB_PID LAB_PORT LAB_URL
 #   lab_stop                          stop the current labcloud
+#   LAB_TOKEN                         set it to the --token of labcloud: the helpers send it
 #   lab_get PATH / lab_put PATH JSON / lab_post PATH JSON / lab_delete PATH
 #   lab_config JSON                   PUT /_config
 #   lab_reset_stats / lab_wipe        POST /_stats/reset / DELETE /_objects
 #   lab_stat JQ                       a value of GET /_stats, e.g. lab_stat .max_in_flight
 #   lab_total                         total_objects
-#   lab_pairs                         "collection id" of every object, sorted
+#   lab_pairs [COLL...]               "collection id" of every object, sorted
 #
 #   mo ARGS...                        run mecorch; RC, OUT (stdout file), ERR (stderr file)
 #   mo_bg LOG ARGS...                 run mecorch in the background; sets BG_PID
+#   mo_wait PID                       wait for it; sets BG_RC
 #   state_pairs                       "collection id" of every resource in the state, sorted
 #
 #   check_rc DESC WANT                RC of the last `mo` equals WANT
@@ -28,7 +30,8 @@
 #   check_true DESC COMMAND...        COMMAND succeeds
 #   check_out_has DESC TEXT           the last `mo`'s stdout+stderr contains TEXT (fixed string)
 #   check_out_lacks DESC TEXT
-#   check_lab_matches_state DESC      labcloud's objects == the state's resources, by id,
+#   check_lab_matches_state DESC [COLL...]
+#                                     labcloud's objects == the state's resources, by id,
 #                                     per collection; no duplicate name in a collection
 #   finish                            print "N passed, M failed" and exit 0 / 1
 #
@@ -195,13 +198,37 @@ mo() {
 	return 0
 }
 
-# mo_bg LOG ARGS...: mecorch in the background, output to LOG; BG_PID.
+# mo_bg LOG ARGS...: mecorch in the background, output to LOG; BG_PID is
+# mecorch's own pid (for kill -STOP / -KILL).  It runs under a small
+# subshell that records its exit status, so a SIGKILL is not reported by
+# this shell as a crashed job; mo_wait PID collects that status.
+declare -A _BG_SUB _BG_LOG
 mo_bg() {
-	local log=$1
+	local log=$1 i
 	shift
-	"$MECORCH" "$@" </dev/null >"$log" 2>&1 &
-	BG_PID=$!
+	rm -f "$log.pid" "$log.rc"
+	(
+		"$MECORCH" "$@" </dev/null >"$log" 2>&1 &
+		echo $! >"$log.pid"
+		wait $!
+		echo $? >"$log.rc"
+	) 2>/dev/null &
+	local sub=$!
+	for i in $(seq 1 200); do
+		[ -s "$log.pid" ] && break
+		sleep 0.01
+	done
+	BG_PID=$(cat "$log.pid")
+	_BG_SUB[$BG_PID]=$sub
+	_BG_LOG[$BG_PID]=$log
 	IT_PIDS+=("$BG_PID")
+}
+
+# mo_wait PID: wait for a mo_bg run to end; BG_RC is its exit status (137
+# when it was killed with SIGKILL).
+mo_wait() {
+	wait "${_BG_SUB[$1]}" 2>/dev/null
+	BG_RC=$(cat "${_BG_LOG[$1]}.rc" 2>/dev/null || echo "?")
 }
 
 # "collection id" for every resource of the state (any status), sorted.
@@ -262,8 +289,12 @@ lab_stop() {
 	fi
 }
 
+# LAB_TOKEN: the bearer token of a labcloud started with --token.
+LAB_TOKEN=
 _lab_curl() {
-	curl -sS --max-time 30 -H 'Content-Type: application/json' "$@"
+	local auth=()
+	[ -n "$LAB_TOKEN" ] && auth=(-H "Authorization: Bearer $LAB_TOKEN")
+	curl -sS --max-time 30 -H 'Content-Type: application/json' "${auth[@]}" "$@"
 }
 
 # lab_get PATH: GET, retried (up to 100 times) while labcloud injects a 429 or
@@ -296,24 +327,39 @@ lab_items() {
 	lab_get "/v1/$1" | jq -c '.items'
 }
 
-# "collection id" of every object labcloud holds, sorted.
+# The collections labcloud knows, or the ones given.
+_lab_colls() {
+	if [ $# -gt 0 ]; then
+		printf '%s\n' "$@"
+	else
+		lab_stat '.objects | keys[]'
+	fi
+}
+
+# lab_pairs [COLLECTION...]: "collection id" of every object labcloud holds
+# (in the given collections only), sorted.
 lab_pairs() {
 	local c
-	for c in $(lab_stat '.objects | keys[]'); do
+	for c in $(_lab_colls "$@"); do
 		lab_get "/v1/$c" | jq -r --arg c "$c" '.items[] | "\($c) \(.id)"'
 	done | LC_ALL=C sort
 }
 
-# check_lab_matches_state DESC: the same (collection, id) pairs on both sides,
-# no id twice in the state, no name twice in a labcloud collection.
+# check_lab_matches_state DESC [COLLECTION...]: the same (collection, id)
+# pairs on both sides (only in the given collections, if any), no id twice in
+# the state, no name twice in a labcloud collection.
 check_lab_matches_state() {
 	local desc=$1 lab st only_lab only_state dup_state dup_names c
-	lab=$(lab_pairs)
+	shift
+	lab=$(lab_pairs "$@")
 	st=$(state_pairs)
+	if [ $# -gt 0 ]; then
+		st=$(echo "$st" | grep -E "^($(IFS='|'; echo "$*")) ")
+	fi
 	only_lab=$(LC_ALL=C comm -23 <(echo "$lab") <(echo "$st") | grep -v '^$')
 	only_state=$(LC_ALL=C comm -13 <(echo "$lab") <(echo "$st") | grep -v '^$')
 	dup_state=$(echo "$st" | grep -v '^$' | uniq -d)
-	dup_names=$(for c in $(lab_stat '.objects | keys[]'); do
+	dup_names=$(for c in $(_lab_colls "$@"); do
 		lab_get "/v1/$c" | jq -r --arg c "$c" '.items[] | "\($c)/\(.name)"'
 	done | LC_ALL=C sort | uniq -d)
 	if [ -z "$only_lab$only_state$dup_state$dup_names" ]; then

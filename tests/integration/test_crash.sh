@@ -40,8 +40,8 @@ for trial in $(seq 1 "$TRIALS"); do
 	fi
 	sleep_ms "$delay"
 	kill -KILL "$BG_PID" 2>/dev/null
-	wait "$BG_PID" 2>/dev/null
-	st=$?
+	mo_wait "$BG_PID"
+	st=$BG_RC
 	if [ "$st" -eq 137 ]; then
 		killed_running=$((killed_running + 1))
 		when="killed after ${delay} ms, labcloud holding $(lab_total) objects"
