@@ -97,7 +97,7 @@ typedef struct {
 	int fd;                /* >= 0: send this file's range [off, off+len) */
 	uint64_t off, len;
 	char *location;        /* owned */
-	const char *allow;     /* 405 */
+	char *allow;           /* 405: the Allow header (owned) */
 	char *content_range;   /* owned */
 	int www_auth;
 } mo_api_reply;

@@ -247,6 +247,13 @@ static int l_variable(lua_State *L)
 			return luaL_error(L, "%s (from MECORCH_VAR_%s)", mo_error_last()->message, name);
 	} else {
 		mo_free(envname);
+		if (!d->def && p->lenient) {
+			/* init needs only the sources: a value not given is unknown */
+			json_t *u = json_pack("{s:s}", "$unknown", "a variable without a value");
+			mo_lj_push_ref(L, u);
+			json_decref(u);
+			return 1;
+		}
 		if (!d->def)
 			return luaL_error(L, "variable '%s' has no value: pass --var %s=VALUE, a "
 					  "--var-file, or set MECORCH_VAR_%s", name, name, name);
@@ -1145,6 +1152,7 @@ int mo_plan_load(mo_plan **out, const mo_plan_opts *o)
 		mo_sandbox_limits_defaults(&p->limits);
 	p->rt = o->rt;
 	p->sources = o->sources;
+	p->lenient = o->skip_declare;
 	p->var_values = json_object();
 	p->outputs = json_object();
 	p->secrets = json_array();

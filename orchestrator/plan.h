@@ -90,6 +90,7 @@ typedef struct mo_plan {
 	mo_rt *rt;
 	mo_sources *sources;
 	mo_sandbox_limits limits;
+	int lenient;             /* skip_declare: variables without a value are unknown */
 } mo_plan;
 
 typedef struct {
@@ -98,7 +99,8 @@ typedef struct {
 	mo_rt *rt;                /* handed to module sandboxes */
 	mo_sources *sources;      /* resolves module sources */
 	const mo_sandbox_limits *limits;
-	int skip_declare;         /* only run the plan file (init, validate of sources) */
+	int skip_declare;         /* only run the plan file and resolve sources (init);
+				     variables without a value are then unknown */
 } mo_plan_opts;
 
 int mo_plan_load(mo_plan **out, const mo_plan_opts *opts);

@@ -394,7 +394,7 @@ int mo_planner_run(mo_changeset **out, mo_plan *p, mo_resource **state, size_t n
 		c->action = MO_ACT_DELETE;
 		c->have = state[i];
 		c->reason = mo_strdup(state[i]->status == MO_RES_DEPOSED ? "deposed by an earlier replace"
-				      : o->destroy ? "destroy" : "no longer in the plan");
+				      : o->destroy ? "destroy requested" : "no longer in the plan");
 		if ((rc = mo_instance_for(p, &cs->extra, state[i]->module, state[i]->type,
 					  state[i]->source, o->sources, o->rt, o->limits, &c->inst)) < 0) {
 			mo_error_prefix("%s", state[i]->address);

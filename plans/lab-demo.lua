@@ -21,7 +21,12 @@ local zone = variable("zone", {
   type = "string", default = "lab.example", description = "DNS zone of the records",
 })
 
-local generic = "../iac-modules/lab/generic"
+-- Where the module comes from: the in-tree folder by default; scripts/demo
+-- passes the project's own repository as a git source pinned to a commit.
+local generic = variable("module_source", {
+  type = "string", default = "../iac-modules/lab/generic",
+  description = "source of the lab/generic module (path or git URL)",
+})
 
 local net = module("network", {
   source = generic,

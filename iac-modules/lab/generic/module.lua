@@ -246,7 +246,7 @@ return {
         fields = fields,
       })
       ids[name] = h.id
-      urls[name] = h.out.url
+      urls[name] = h.url
     end
 
     m.output("ids", ids)

@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# test_cli.sh - the command line: help and usage, invalid input of every
+# kind (each a clear message and the documented exit status), state
+# show / rm / mv, import of an object made outside mecorch, refresh reporting
+# drift made behind mecorch's back, and sensitive values kept out of every
+# file and output.
+source "$(dirname "$0")/lib.sh"
+
+P=$FIXTURES/plans
+FLAT=$P/flat.lua
+
+# ---------------------------------------------------------------------------
+say "help and usage"
+for cmd in init validate plan apply destroy refresh show output state import lock graph version help; do
+	mo "$cmd" --help
+	if [ "$RC" -eq 0 ] && grep -q "usage: mecorch" "$OUT" "$ERR"; then
+		_pass "mecorch $cmd --help exits 0 with a usage line"
+	else
+		_fail "mecorch $cmd --help exits 0 with a usage line" "exit status $RC"
+		_last_output
+	fi
+done
+mo --help
+check_rc "mecorch --help exits 0" 0
+mo help plan
+check_rc "mecorch help plan exits 0" 0
+check_out_has "mecorch help plan shows plan's usage" "usage: mecorch plan"
+mo
+check_rc "mecorch alone exits 3" 3
+check_out_has "mecorch alone prints the usage" "usage: mecorch COMMAND"
+mo version
+check_rc "mecorch version exits 0" 0
+mo frobnicate
+check_rc "an unknown command exits 3" 3
+check_out_has "the message names the command" "frobnicate"
+mo plan --bogus-option
+check_rc "an unknown option exits 3" 3
+check_out_has "the message names the option" "--bogus-option"
+mo apply "$FLAT" --parallelism zero
+check_rc "a bad option value exits 3" 3
+check_out_has "the message names the option" "parallelism"
+
+# ---------------------------------------------------------------------------
+say "invalid input"
+mo validate "$FLAT" --var endpoint=http://127.0.0.1:9 --var count=2
+check_rc "validate of a good plan exits 0" 0
+mo validate "$FLAT" --var endpoint=http://127.0.0.1:9 --var colour=blue
+check_rc "--var of an undeclared variable exits 3" 3
+check_out_has "the message names the variable" "colour"
+mo validate "$FLAT" --var endpoint=http://127.0.0.1:9 --var count=many
+check_rc "--var count=many for an integer variable exits 3" 3
+check_out_has "the message names the variable and the type" "variable 'count': 'many' is not an integer"
+mo validate "$FLAT"
+check_rc "a missing required variable exits 3" 3
+check_out_has "the message names the variable" "variable 'endpoint' has no value"
+mo validate "$P/syntax_error.lua" --var endpoint=http://127.0.0.1:9
+check_rc "a plan with a syntax error exits 3" 3
+check_out_has "the message names file:line" "syntax_error.lua:6:"
+mo validate "$P/unknown_input.lua" --var endpoint=http://127.0.0.1:9
+check_rc "a module instance with an unknown input exits 3" 3
+check_out_has "the message names the instance and the input" "module 'painted' has no input 'colour'"
+check_out_has "the message names file:line" "unknown_input.lua:3:"
+mo validate "$P/cycle.lua" --var endpoint=http://127.0.0.1:9
+check_rc "a dependency cycle between modules exits 3" 3
+check_out_has "the message names the modules of the cycle" "alpha -> beta -> alpha"
+
+BADRET=$FIXTURES/modules/badret/module.lua
+line_id=$(grep -n -- '-- create of bad_id' "$BADRET" | cut -d: -f1)
+line_out=$(grep -n -- '-- create of bad_outputs' "$BADRET" | cut -d: -f1)
+mo apply "$P/badret.lua" --var kind=id --auto-approve
+check_rc "create() returning no id fails the apply (exit 1)" 1
+check_out_has "the message names the address, handler, module and line" \
+	"module.broken.bad_id.r: create() of module broken (test/badret, defined at module.lua:$line_id) returned an invalid id"
+mo apply "$P/badret.lua" --var kind=outputs --auto-approve
+check_rc "create() returning non-serialisable outputs fails the apply (exit 1)" 1
+check_out_has "the message names the address, handler, module and line" \
+	"module.broken.bad_outputs.r: create() of module broken (test/badret, defined at module.lua:$line_out) returned outputs that are not JSON-serialisable"
+check_out_has "the message names the offending field" "outputs.callback"
+mo apply "$P/badret.lua" --var kind=ok --auto-approve
+check_rc "the same module with good returns applies (exit 0)" 0
+check_eq "the state holds only the good resource" "module.broken.good.r" "$("$MECORCH" state list)"
+rm -f "$MECORCH_STATE"
+
+# ---------------------------------------------------------------------------
+say "state show / rm / mv"
+lab_start
+V=(--var "endpoint=$LAB_URL" --var count=4 --var collection=cli)
+id_of() { lab_items cli | jq -r --arg n "$1" '.[] | select(.name == $n) | .id'; }
+mo apply "$FLAT" "${V[@]}" --auto-approve
+check_rc "apply of 4 objects exits 0" 0
+mo state show module.flat.object.o0002
+check_rc "state show ADDRESS exits 0" 0
+check_out_has "state show prints the id" "$(id_of o0002)"
+mo state show --json module.flat.object.o0002
+check_eq "state show --json: address, id, props" "module.flat.object.o0002 $(id_of o0002) o0002 2" \
+	"$(jq -r '"\(.address) \(.id) \(.props.name) \(.props.fields.index)"' "$OUT")"
+mo state show module.flat.object.nope
+check_rc "state show of an unknown address exits 4" 4
+check_out_has "the message names the address" "module.flat.object.nope"
+
+mo state rm module.flat.object.o0004
+check_rc "state rm exits 0" 0
+check_eq "state list lacks the removed resource" \
+	"module.flat.object.o0001 module.flat.object.o0002 module.flat.object.o0003" \
+	"$("$MECORCH" state list | tr '\n' ' ' | sed 's/ $//')"
+check_eq "the object itself is untouched in labcloud" 4 "$(lab_total)"
+mo state rm module.flat.object.o0004
+check_rc "state rm of an address not in the state exits 4" 4
+
+mo state mv module.flat.object.o0001 module.flat.object.o0009
+check_rc "state mv exits 0" 0
+mo state show --json module.flat.object.o0009
+check_eq "the moved resource keeps its id" "$(id_of o0001)" "$(jq -r .id "$OUT")"
+mo plan "$FLAT" "${V[@]}" --json
+check_eq "plan after mv: create o0001 and o0004 (gone from the state), delete o0009" \
+	"module.flat.object.o0001:create module.flat.object.o0004:create module.flat.object.o0009:delete" \
+	"$(jq -r 'select(.resource_changes) | .resource_changes[] | select(.change.actions != ["no-op"])
+		| "\(.address):\(.change.actions | join(","))"' "$OUT" | sort | tr '\n' ' ' | sed 's/ $//')"
+mo state mv module.flat.object.o0009 module.flat.object.o0002
+check_rc "state mv onto an existing address is refused (exit 3)" 3
+mo state mv module.flat.object.o0009 module.flat.object.o0001
+check_rc "state mv back exits 0" 0
+
+# ---------------------------------------------------------------------------
+say "import"
+mo import "$FLAT" module.flat.object.o0004 "$(id_of o0004)" "${V[@]}"
+check_rc "import of the object state rm forgot exits 0" 0
+mo plan "$FLAT" "${V[@]}" --detailed-exitcode
+check_rc "plan afterwards is empty" 0
+ext=$(lab_post /v1/cli '{"name":"o0005","index":5,"gen":"g0"}' | jq -r .id)
+check_true "an object created directly in labcloud with curl ($ext)" test -n "$ext"
+V5=(--var "endpoint=$LAB_URL" --var count=5 --var collection=cli)
+mo plan "$FLAT" "${V5[@]}" --json
+check_eq "before import, plan with count=5 would create o0005" "create" \
+	"$(jq -r 'select(.resource_changes) | .resource_changes[] | select(.address == "module.flat.object.o0005")
+		| .change.actions | join(",")' "$OUT")"
+mo import "$FLAT" module.flat.object.o0005 "$ext" "${V5[@]}"
+check_rc "import exits 0" 0
+mo state show --json module.flat.object.o0005
+check_eq "the state records it with labcloud's id" "$ext" "$(jq -r .id "$OUT")"
+mo plan "$FLAT" "${V5[@]}" --json
+check_eq "plan shows no change at all for it" "no-op" \
+	"$(jq -r 'select(.resource_changes) | .resource_changes[] | select(.address == "module.flat.object.o0005")
+		| .change.actions | join(",")' "$OUT")"
+mo plan "$FLAT" "${V5[@]}" --detailed-exitcode
+check_rc "plan with count=5 is empty" 0
+mo import "$FLAT" module.flat.object.o0006 obj-0000000000000000 "${V5[@]}"
+check_rc "import of an address the plan does not declare exits 4" 4
+check_out_has "the message says so" "module.flat.object.o0006 is not declared by the plan"
+mo import "$FLAT" module.flat.object.o0005 "$ext" "${V5[@]}"
+check_rc "import onto an address already in the state exits 3" 3
+check_out_has "the message says so" "module.flat.object.o0005 is already in the state"
+V6=(--var "endpoint=$LAB_URL" --var count=6 --var collection=cli)
+mo import "$FLAT" module.flat.object.o0006 obj-0000000000000000 "${V6[@]}"
+check_rc "import of an id labcloud does not hold exits 4" 4
+check_out_has "the message names the id" "found no object with id obj-0000000000000000"
+mo state show module.flat.object.o0006
+check_rc "... and records nothing" 4
+check_lab_matches_state "labcloud objects == state resources"
+
+# ---------------------------------------------------------------------------
+say "refresh reports drift made behind mecorch's back"
+mo refresh "$FLAT" "${V5[@]}" --detailed-exitcode
+check_rc "refresh --detailed-exitcode without drift exits 0" 0
+id2=$(id_of o0002)
+id3=$(id_of o0003)
+lab_put "/v1/cli/$id2" '{"name":"o0002","index":2,"gen":"changed-by-curl"}' >/dev/null
+lab_delete "/v1/cli/$id3" >/dev/null
+mo refresh "$FLAT" "${V5[@]}" --detailed-exitcode
+check_rc "refresh --detailed-exitcode with drift exits 2" 2
+check_out_has "refresh reports the changed object" "module.flat.object.o0002: changed"
+check_out_has "refresh reports the deleted object" "module.flat.object.o0003: gone"
+mo state show --json module.flat.object.o0002
+check_eq "the state now records what was read" "changed-by-curl" "$(jq -r .props.fields.gen "$OUT")"
+mo plan "$FLAT" "${V5[@]}" --json
+check_eq "plan: an update of the changed object, a create of the deleted one, nothing else" \
+	"module.flat.object.o0002:update module.flat.object.o0003:create" \
+	"$(jq -r 'select(.resource_changes) | .resource_changes[] | select(.change.actions != ["no-op"])
+		| "\(.address):\(.change.actions | join(","))"' "$OUT" | sort | tr '\n' ' ' | sed 's/ $//')"
+mo apply "$FLAT" "${V5[@]}" --auto-approve
+check_rc "apply puts it back (exit 0)" 0
+check_eq "o0002 is back to gen=g0" g0 "$(lab_items cli | jq -r '.[] | select(.name == "o0002") | .gen')"
+check_lab_matches_state "labcloud objects == state resources"
+mo destroy "$FLAT" "${V5[@]}" --auto-approve
+check_rc "destroy exits 0" 0
+check_eq "labcloud holds zero objects" 0 "$(lab_total)"
+lab_stop
+
+# ---------------------------------------------------------------------------
+say "sensitive values (labcloud --token)"
+rm -f "$MECORCH_STATE" "$MECORCH_STATE"-*
+TOKEN="tok-$RANDOM$RANDOM-$RANDOM-s3cr3t"
+lab_start --token "$TOKEN"
+LAB_TOKEN=$TOKEN
+TV=(--var "endpoint=$LAB_URL" --var "token=$TOKEN")
+# no_token DESC FILE...: TOKEN appears in none of the files (grep -c says 0).
+no_token() {
+	local desc=$1 f n total=0
+	shift
+	for f in "$@"; do
+		[ -e "$f" ] || continue
+		n=$(grep -ac -- "$TOKEN" "$f")
+		total=$((total + n))
+	done
+	check_eq "$desc" 0 "$total"
+}
+mo apply "$P/token.lua" "${TV[@]}" --auto-approve
+check_rc "apply with the token exits 0" 0
+no_token "the token is not in apply's output" "$OUT" "$ERR"
+check_eq "labcloud holds the 2 objects" 2 "$(lab_total)"
+no_token "the token is not in the state file (nor its WAL)" "$MECORCH_STATE" "$MECORCH_STATE-wal"
+mo show
+check_rc "show exits 0" 0
+check_out_has "show masks the token" "(sensitive)"
+no_token "the token is not in show's output" "$OUT" "$ERR"
+mo show --json
+no_token "the token is not in show --json's output" "$OUT" "$ERR"
+check_eq "show --json stores the token prop as a keyed hash" "hmac-sha256" \
+	"$(jq -r 'select(.address == "module.vault.object.a") | .props.token["$sensitive"] | split(":")[0]' "$OUT")"
+mo output --json
+no_token "the token is not in output --json" "$OUT" "$ERR"
+mo plan "$P/token.lua" "${TV[@]}" --var gen=g1 --json
+check_rc "plan --json exits 0" 0
+no_token "the token is not in plan --json's output" "$OUT" "$ERR"
+check_eq "plan --json marks the token prop sensitive" true \
+	"$(jq -r 'select(.resource_changes) | .resource_changes[0].change.after_sensitive.token' "$OUT")"
+mo plan "$P/token.lua" "${TV[@]}" --var gen=g1 --out "$T/token.plan"
+check_rc "plan --out exits 0" 0
+no_token "the token is not in the saved plan file" "$T/token.plan"
+mo show "$T/token.plan"
+no_token "the token is not in show SAVED_PLAN's output" "$OUT" "$ERR"
+mo apply "$T/token.plan" --auto-approve
+check_rc "apply of the saved plan without the token exits 3" 3
+check_out_has "the message asks for the token variable" "token"
+mo apply "$T/token.plan" --var "token=$TOKEN" --auto-approve
+check_rc "apply of the saved plan with the token again exits 0" 0
+check_eq "labcloud: both objects updated to gen=g1" "g1" "$(lab_items vault | jq -r '.[].gen' | sort -u)"
+mo destroy "$P/token.lua" "${TV[@]}" --var gen=g1 --auto-approve
+check_rc "destroy with the token exits 0" 0
+check_eq "labcloud holds zero objects after destroy" 0 "$(lab_total)"
+no_token "the token is not in the state file (nor its WAL) in the end" "$MECORCH_STATE" "$MECORCH_STATE-wal"
+
+finish
