@@ -416,7 +416,9 @@ static int print_result(cli *c, mo_exec_result *r, int rc)
 		json_t *e;
 		printf("\n%s%s:%s %zu created, %zu updated, %zu replaced, %zu destroyed, %zu failed, "
 		       "%zu not applied, in %.2fs.\n",
-		       c->color ? "\033[1m" : "", rc == 0 ? "Apply complete" : "Apply incomplete",
+		       c->color ? "\033[1m" : "",
+		       c->mode == MO_RUN_DESTROY ? (rc == 0 ? "Destroy complete" : "Destroy incomplete")
+						 : (rc == 0 ? "Apply complete" : "Apply incomplete"),
 		       c->color ? "\033[0m" : "", r->created, r->updated, r->replaced, r->deleted,
 		       r->failed, r->skipped, r->elapsed_ms / 1000.0);
 		json_array_foreach(r->errors, i, e) {
