@@ -360,7 +360,9 @@ static int phase_begin(exec *x, job *j)
 		case MO_ACT_UPDATE: j->phase = P_UPDATE; break;
 		case MO_ACT_DELETE: j->phase = P_DELETE; break;
 		case MO_ACT_REPLACE:
-			j->phase = j->rtype->create_before_destroy ? P_DEPOSE : P_DELETE;
+			/* a split replace's destroy half has already run */
+			j->phase = j->rtype->create_before_destroy ? P_DEPOSE
+				   : c->destroy_half != SIZE_MAX ? P_CREATE : P_DELETE;
 			break;
 		default:
 			if (c->have)
@@ -392,7 +394,12 @@ static int phase_begin(exec *x, job *j)
 		json_t *props;
 		if ((rc = journal(x, j, MO_OP_DELETE, addr, c->have->id, c->have->props)) < 0)
 			return rc;
-		props = props_for_existing(c->have->props, c->want ? c->want->props : NULL);
+		{
+			/* still declared (a replace, or a destroy run with the plan)? */
+			const mo_desired *d = c->want ? c->want
+				: x->cs && x->cs->plan ? mo_plan_find(x->cs->plan, j->address) : NULL;
+			props = props_for_existing(c->have->props, d ? d->props : NULL);
+		}
 		rc = start_handler(x, j, "delete", c->have->id, 1, props, NULL, 0);
 		json_decref(props);
 		return rc;
@@ -647,7 +654,9 @@ static void job_done(exec *x, job *j)
 	x->done++;
 	if (j->status == J_OK) {
 		x->res->ok++;
-		switch (j->action) {
+		/* the destroy half of a replace is counted with the replace */
+		switch (j->c && j->c->half ? -1 : j->action) {
+		case -1: break;
 		case MO_ACT_CREATE: x->res->created++; break;
 		case MO_ACT_UPDATE: x->res->updated++; break;
 		case MO_ACT_REPLACE: x->res->replaced++; break;
@@ -853,6 +862,8 @@ int mo_exec_apply(mo_changeset *cs, mo_plan *p, mo_state *st, mo_rt *rt, const m
 		goto done;
 	x.cs = cs;
 	x.g = cs->g;
+	if (!p && cs->plan)
+		x.secrets = cs->plan->secrets; /* a destroy still masks the plan's secrets */
 	for (size_t i = 0; i < cs->n; i++) {
 		job *j = &x.jobs[i];
 		mo_change *c = &cs->c[i];

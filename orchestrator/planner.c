@@ -265,7 +265,9 @@ mo_change *mo_changeset_find(const mo_changeset *cs, const char *address)
 	return &cs->c[idx];
 }
 
-static int add_change(mo_changeset *cs, size_t *cap, const char *address, mo_change **out)
+/* Add a change for address whose graph node is named node. */
+static int add_change_node(mo_changeset *cs, size_t *cap, const char *node, const char *address,
+			   mo_change **out)
 {
 	size_t idx;
 	if (cs->n == *cap) {
@@ -276,14 +278,31 @@ static int add_change(mo_changeset *cs, size_t *cap, const char *address, mo_cha
 		cs->c = n;
 		*cap = ncap;
 	}
-	if (mo_graph_add_node(cs->g, address, &idx) < 0)
+	if (mo_graph_add_node(cs->g, node, &idx) < 0)
 		return MO_ENOMEM;
 	if (idx != cs->n)
-		return mo_error_set(MO_EINVAL, "%s appears twice in the change set", address);
+		return mo_error_set(MO_EINVAL, "%s appears twice in the change set", node);
 	*out = &cs->c[cs->n++];
 	memset(*out, 0, sizeof(**out));
 	(*out)->address = mo_strdup(address);
+	(*out)->destroy_half = SIZE_MAX;
 	return 0;
+}
+
+static int add_change(mo_changeset *cs, size_t *cap, const char *address, mo_change **out)
+{
+	return add_change_node(cs, cap, address, address, out);
+}
+
+/* The node that destroys the existing object of change i, or SIZE_MAX. */
+static size_t destroy_node(const mo_changeset *cs, size_t i)
+{
+	const mo_change *c = &cs->c[i];
+	if (c->action == MO_ACT_DELETE)
+		return i;
+	if (c->action == MO_ACT_REPLACE && !c->rtype->create_before_destroy)
+		return c->destroy_half != SIZE_MAX ? c->destroy_half : i;
+	return SIZE_MAX;
 }
 
 static void count(mo_changeset *cs, int action)
@@ -407,26 +426,55 @@ int mo_planner_run(mo_changeset **out, mo_plan *p, mo_resource **state, size_t n
 		}
 		count(cs, MO_ACT_DELETE);
 	}
+	/* A delete-first replace is two nodes: its destroy half takes part in
+	 * the destroy order (after what depended on the old object is gone),
+	 * the replace itself creates afterwards.  Without the split, a replace
+	 * whose dependent is replaced too would be a cycle. */
+	{
+		size_t nmain = cs->n;
+		for (size_t i = 0; i < nmain; i++) {
+			mo_change *h;
+			char *node;
+			if (cs->c[i].action != MO_ACT_REPLACE || cs->c[i].rtype->create_before_destroy ||
+			    cs->c[i].deferred)
+				continue;
+			if (!(node = mo_sprintf("%s#destroy", cs->c[i].address))) {
+				rc = mo_error_set(MO_ENOMEM, "out of memory");
+				goto fail;
+			}
+			rc = add_change_node(cs, &cap, node, cs->c[i].address, &h);
+			mo_free(node);
+			if (rc < 0)
+				goto fail;
+			h->action = MO_ACT_DELETE;
+			h->half = 1;
+			h->have = cs->c[i].have;
+			h->inst = cs->c[i].inst;
+			h->rtype = cs->c[i].rtype;
+			cs->c[i].destroy_half = cs->n - 1;
+		}
+	}
 	/* edges */
 	for (size_t i = 0; i < cs->n; i++) {
 		mo_change *c = &cs->c[i];
 		json_t *d;
 		size_t j;
-		if (c->want) {
+		if (c->want && !c->half) {
 			json_array_foreach(c->want->deps, j, d)
 				if (mo_graph_find(cs->g, json_string_value(d), &idx) == 0)
 					mo_graph_add_edge(cs->g, i, idx);
 		}
-		/* c depended on d when it was created: deleting d waits for deleting c */
-		if (c->have && (c->action == MO_ACT_DELETE || c->action == MO_ACT_REPLACE)) {
+		if (c->destroy_half != SIZE_MAX)
+			mo_graph_add_edge(cs->g, i, c->destroy_half);
+		/* c depended on d when it was created: destroying d waits for
+		 * destroying c */
+		if (c->have && (c->half || destroy_node(cs, i) == i)) {
 			json_array_foreach(c->have->deps, j, d) {
-				mo_change *dc;
+				size_t t;
 				if (mo_graph_find(cs->g, json_string_value(d), &idx) < 0)
 					continue;
-				dc = &cs->c[idx];
-				if (dc->action == MO_ACT_DELETE ||
-				    (dc->action == MO_ACT_REPLACE && !dc->rtype->create_before_destroy))
-					mo_graph_add_edge(cs->g, idx, i);
+				if ((t = destroy_node(cs, idx)) != SIZE_MAX && t != i)
+					mo_graph_add_edge(cs->g, t, i);
 			}
 		}
 	}
@@ -473,7 +521,8 @@ void mo_changeset_free(mo_changeset *cs)
 	for (size_t i = 0; i < cs->n; i++) {
 		mo_change *c = &cs->c[i];
 		mo_free(c->address);
-		mo_resource_free(c->have);
+		if (!c->half)
+			mo_resource_free(c->have);
 		json_decref(c->after);
 		json_decref(c->changed);
 		mo_free(c->reason);

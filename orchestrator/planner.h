@@ -35,6 +35,8 @@ typedef struct {
 	mo_instance *inst;     /* where the handlers live */
 	const mo_rtype *rtype;
 	int deferred;          /* after holds unknown values */
+	int half;              /* the destroy half of a delete-first replace (have borrowed) */
+	size_t destroy_half;   /* for such a replace: index of its destroy half, else SIZE_MAX */
 	int drift;             /* have came from refresh and differs from the state */
 } mo_change;
 

@@ -37,6 +37,7 @@ struct mo_pool {
 	int size;               /* maximum number of workers */
 	int nthreads;           /* workers started */
 	int idle;               /* workers waiting for a job */
+	int queued;             /* jobs in the queue */
 	int stopping;
 };
 
@@ -59,6 +60,7 @@ static pool_job *take_job(mo_pool *p)
 		if (p->tail == j)
 			p->tail = prev;
 		j->next = NULL;
+		p->queued--;
 		return j;
 	}
 	return NULL;
@@ -169,9 +171,11 @@ int mo_pool_submit(mo_pool *p, const void *key, mo_pool_fn work, mo_loop_cb done
 		mo_free(j);
 		return mo_error_set(MO_ERROR, "thread pool: stopped");
 	}
-	/* Another worker when none is idle and the pool may grow; a failure
-	 * is fine as long as some worker exists to run the job eventually. */
-	if (p->idle == 0 && p->nthreads < p->size) {
+	/* Another worker when the queue (this job included) outnumbers the
+	 * idle workers -- an idle worker already signalled may not have taken
+	 * its job yet -- and the pool may grow.  Failing to start one is fine
+	 * as long as some worker exists to run the job eventually. */
+	if (p->queued + 1 > p->idle && p->nthreads < p->size) {
 		worker_arg *a = mo_malloc(sizeof(*a));
 		if (a) {
 			a->p = p;
@@ -191,6 +195,7 @@ int mo_pool_submit(mo_pool *p, const void *key, mo_pool_fn work, mo_loop_cb done
 	else
 		p->head = j;
 	p->tail = j;
+	p->queued++;
 	j = NULL;
 	pthread_cond_signal(&p->cv);
 done:

@@ -130,7 +130,7 @@ int mo_render_plan_text(const mo_changeset *cs, const mo_render_opts *o, mo_buf 
 	size_t shown = 0;
 	for (size_t i = 0; i < cs->n; i++) {
 		const mo_change *c = &cs->c[i];
-		if (c->action == MO_ACT_NOOP && !o->show_noop)
+		if (c->half || (c->action == MO_ACT_NOOP && !o->show_noop))
 			continue;
 		if (!shown++)
 			mo_buf_puts(out, "mecorch will perform the following actions:\n\n");
@@ -246,8 +246,11 @@ json_t *mo_render_plan_json(const mo_changeset *cs)
 	const char *k;
 	for (size_t i = 0; i < cs->n; i++) {
 		const mo_change *c = &cs->c[i];
-		json_t *ch = json_object(), *bv, *bu, *bs, *av, *au, *as, *rcv;
+		json_t *ch, *bv, *bu, *bs, *av, *au, *as, *rcv;
 		char *inst = NULL, *type = NULL, *name = NULL;
+		if (c->half)
+			continue;
+		ch = json_object();
 		mo_address_parse(c->address, &inst, &type, &name);
 		json_object_set_new(ch, "actions", actions_of(c));
 		if (c->have) {
@@ -311,6 +314,8 @@ int mo_render_digest(const mo_changeset *cs, char out[65])
 	static const char hex[] = "0123456789abcdef";
 	for (size_t i = 0; i < cs->n; i++) {
 		const mo_change *c = &cs->c[i];
+		if (c->half)
+			continue;
 		json_array_append_new(arr, json_pack("{s:s,s:s,s:O?,s:s?}", "address", c->address, "action",
 						     mo_action_name(c->action), "after", c->after, "id",
 						     c->have ? c->have->id : NULL));

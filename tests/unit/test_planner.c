@@ -449,8 +449,33 @@ static void test_planner_replace_waits_for_dependent_delete(void **ts)
 	plan_ok(f, 0);
 	assert_int_equal(change(f, A)->action, MO_ACT_REPLACE);
 	assert_int_equal(change(f, B)->action, MO_ACT_DELETE);
-	assert_true(waits_for(f, A, B));
+	/* the delete-first replace is split: its destroy half waits for B's
+	 * deletion, and the replace (its create) waits for the half */
+	assert_int_equal(change(f, A)->destroy_half, node(f, A "#destroy"));
+	assert_true(f->cs->c[node(f, A "#destroy")].half);
+	assert_true(waits_for(f, A "#destroy", B));
+	assert_true(waits_for(f, A, A "#destroy"));
 	assert_false(waits_for(f, B, A));
+	assert_false(waits_for(f, B, A "#destroy"));
+}
+
+/* Both a resource and its dependent replaced delete-first: no cycle; the
+ * dependent's old object goes first, then the resource's, then the
+ * resource is created before its dependent. */
+static void test_planner_replace_chain_no_cycle(void **ts)
+{
+	fixture *f = *ts;
+	put(f, A, "id-a", "{\"name\": \"a\", \"zone\": \"z1\"}", NULL, NULL);
+	put(f, B, "id-b", "{\"name\": \"b\", \"zone\": \"z1\"}", NULL, "[\"" A "\"]");
+	load(f, "kv.lua", "{\"items\": {\"a\": {\"name\": \"a\", \"zone\": \"z2\"},"
+			  " \"b\": {\"name\": \"b\", \"zone\": \"z2\"}}, \"deps\": {\"b\": [\"a\"]}}");
+	plan_ok(f, 0);
+	assert_int_equal(change(f, A)->action, MO_ACT_REPLACE);
+	assert_int_equal(change(f, B)->action, MO_ACT_REPLACE);
+	assert_true(topo_pos(f, B "#destroy") < topo_pos(f, A "#destroy"));
+	assert_true(topo_pos(f, A "#destroy") < topo_pos(f, A));
+	assert_true(topo_pos(f, A) < topo_pos(f, B));
+	assert_int_equal(f->cs->n_replace, 2);
 }
 
 /* ---- values known only after apply -------------------------------------- */
@@ -557,7 +582,8 @@ static void test_planner_counts(void **ts)
 			  " \"c\": {\"name\": \"c\", \"zone\": \"z2\"}, \"e\": {\"name\": \"e\"}},"
 			  " \"frozen\": {\"f\": {\"name\": \"f\"}}}");
 	plan_ok(f, 0);
-	assert_int_equal(f->cs->n, 6);
+	/* six changes, plus the destroy half of the delete-first replace */
+	assert_int_equal(f->cs->n, 7);
 	assert_int_equal(f->cs->n_create, 2);
 	assert_int_equal(f->cs->n_update, 1);
 	assert_int_equal(f->cs->n_replace, 1);
@@ -1046,6 +1072,7 @@ int main(void)
 		T(test_planner_destroy_order),
 		T(test_planner_destroy_without_plan),
 		T(test_planner_replace_waits_for_dependent_delete),
+		T(test_planner_replace_chain_no_cycle),
 		T(test_planner_unknown_when_created),
 		T(test_planner_reference_to_noop),
 		T(test_planner_reference_to_update),
