@@ -8,7 +8,8 @@
 #   podman.sh stop DIR     stop that service (idempotent; containers keep running
 #                          under their conmon, as with a real daemon restart)
 #   podman.sh clean DIR    stop the service, force-remove every container, pod and
-#                          image of DIR's storage, and its networks state
+#                          image of DIR's storage, and its networks state; drop
+#                          netavark's leftover NAT chains when no container runs
 #   podman.sh status DIR   exit 0 when the service answers _ping
 #   podman.sh env DIR      print the CONTAINERS_CONF / CONTAINERS_STORAGE_CONF
 #                          exports that point the podman CLI at DIR
@@ -28,7 +29,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 [ $# -ge 1 ] || { usage >&2; exit 2; }
@@ -84,7 +85,7 @@ service_pid() {
 	[ -s "$PIDF" ] || return 1
 	pid=$(cat "$PIDF")
 	# Only our own service: its command line names our socket.
-	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "unix://$SOCK" || return 1
+	tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "unix://$SOCK" || return 1
 	echo "$pid"
 }
 
@@ -138,8 +139,31 @@ clean() {
 	podman rmi -af >/dev/null 2>&1 || true
 	# Unmount what the overlay driver may still hold, so DIR can be removed.
 	podman system reset -f >/dev/null 2>&1 || true
-	grep -F " $DIR/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do
+	{ grep -F " $DIR/" /proc/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do
 		umount -l "$m" 2>/dev/null || true
+	done
+	drop_netavark_rules
+}
+
+# netavark leaves its NAT chains behind after the last container is gone.
+# Remove them, but only when no container runs on this host at all (every
+# podman container has a conmon), so nobody else's port forwarding breaks.
+drop_netavark_rules() {
+	local t rule chain
+	command -v iptables >/dev/null || return 0
+	pgrep -x conmon >/dev/null && return 0
+	for t in nat filter; do
+		{ iptables -t "$t" -S 2>/dev/null || true; } | { grep -E '^-A [A-Z]+ .*-j NETAVARK' || true; } |
+			while read -r rule; do
+			# eval: the rule is iptables' own shell-quoted output
+			eval "iptables -t $t ${rule/#-A/-D}" 2>/dev/null || true
+		done
+		for chain in $(iptables -t "$t" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^NETAVARK/ {print $2}'); do
+			iptables -t "$t" -F "$chain" 2>/dev/null || true
+		done
+		for chain in $(iptables -t "$t" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^NETAVARK/ {print $2}'); do
+			iptables -t "$t" -X "$chain" 2>/dev/null || true
+		done
 	done
 }
 

@@ -29,7 +29,9 @@
  *   --port-file FILE     write the bound port to FILE (port 0 picks a free one)
  *   --help
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
