@@ -69,6 +69,7 @@ typedef struct {
 	size_t max_package;    /* package uploads and downloads */
 	int notify_base_ms, notify_max_ms, notify_timeout_ms;
 	int metrics_public;    /* /metrics without a token */
+	int resume_delay_ms;   /* wait before resuming runs a killed process left in flight */
 } mo_api_config;
 
 /* Load and validate the JSON config at path (docs/api.md, "Configuration").

@@ -34,7 +34,8 @@ typedef struct mo_api_store mo_api_store;
 int mo_api_store_open(mo_api_store **out, const char *path);
 void mo_api_store_close(mo_api_store *st);
 
-/* Readers: a new reference to the record, or NULL.  Never modify it. */
+/* Readers (also inside begin/end): a new reference to the record, or
+ * NULL.  Never modify it. */
 json_t *mo_api_store_get(mo_api_store *st, int kind, const char *id);
 /* A new array holding references to every record of kind (creation order). */
 json_t *mo_api_store_all(mo_api_store *st, int kind);
@@ -67,7 +68,8 @@ typedef struct {
 	char *sub_id, *uri, *body;
 	int attempts;
 } mo_api_outbox_row;
-/* Up to max rows due at now_ms (wall clock), oldest first. */
+/* Up to max rows due at now_ms (wall clock), oldest first; a row waits
+ * while an older one for the same URI is backing off (order per URI). */
 int mo_api_store_outbox_due(mo_api_store *st, int64_t now_ms, mo_api_outbox_row *rows, int max,
 			    int *n);
 void mo_api_outbox_row_clear(mo_api_outbox_row *r);

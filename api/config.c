@@ -222,7 +222,7 @@ int mo_api_config_parse(mo_api_config **out, json_t *doc, const char *dir)
 	static const char *const keys[] = { "listen", "publicUrl", "dataDir", "portFile", "httpThreads",
 					    "workers", "runParallelism", "tls", "system", "zones",
 					    "federator", "tokens", "limits", "notifications",
-					    "metricsPublic", NULL };
+					    "metricsPublic", "resumeDelayMs", NULL };
 	static const char *const tlskeys[] = { "certFile", "keyFile", "clientCaFile", "requireClientCert", NULL };
 	static const char *const syskeys[] = { "systemName", "systemProvider", NULL };
 	static const char *const fedkeys[] = { "url", "token", "retryBaseMs", "retryMaxMs", NULL };
@@ -246,6 +246,7 @@ int mo_api_config_parse(mo_api_config **out, json_t *doc, const char *dir)
 	c->notify_max_ms = 60000;
 	c->notify_timeout_ms = 5000;
 	c->metrics_public = 1;
+	c->resume_delay_ms = 3000;
 	c->dir = dir ? mo_strdup(dir) : NULL;
 	if (!json_is_object(doc)) {
 		rc = bad("(top level)", "want a JSON object");
@@ -281,6 +282,10 @@ int mo_api_config_parse(mo_api_config **out, json_t *doc, const char *dir)
 	c->run_parallelism = (int)v;
 	if ((rc = get_bool(doc, "metricsPublic", "", &c->metrics_public)) < 0)
 		goto fail;
+	v = c->resume_delay_ms;
+	if ((rc = get_int(doc, "resumeDelayMs", "", 0, 3600000, &v)) < 0)
+		goto fail;
+	c->resume_delay_ms = (int)v;
 
 	if ((o = json_object_get(doc, "tls"))) {
 		if (!json_is_object(o) || (rc = known_keys(o, "tls", tlskeys)) < 0) {

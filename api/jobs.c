@@ -13,11 +13,13 @@
 #include "api_int.h"
 
 #include <string.h>
+#include <time.h>
 
 struct mo_api_job {
 	int kind;
 	char id[64];
 	char action[16];
+	int64_t not_before;  /* monotonic ms: resumed work waits for a previous process's requests */
 	mo_api_job *next;
 };
 
@@ -28,7 +30,6 @@ typedef struct {
 	int slot;
 } worker_arg;
 
-static worker_arg worker_args[MO_API_MAX_WORKERS];
 
 int mo_api_jobs_start(mo_api *a)
 {
@@ -47,7 +48,6 @@ int mo_api_jobs_start(mo_api *a)
 		}
 		a->nworkers = i + 1;
 	}
-	(void)worker_args;
 	return 0;
 }
 
@@ -71,12 +71,13 @@ void mo_api_jobs_stop(mo_api *a)
 	a->qtail = NULL;
 }
 
-int mo_api_job_push(mo_api *a, int kind, const char *id, const char *action)
+static int job_push(mo_api *a, int kind, const char *id, const char *action, int64_t not_before)
 {
 	mo_api_job *j = mo_calloc(1, sizeof(*j));
 	if (!j)
 		return mo_error_set(MO_ENOMEM, "out of memory");
 	j->kind = kind;
+	j->not_before = not_before;
 	snprintf(j->id, sizeof(j->id), "%s", id);
 	snprintf(j->action, sizeof(j->action), "%s", action ? action : "");
 	pthread_mutex_lock(&a->qlock);
@@ -88,6 +89,11 @@ int mo_api_job_push(mo_api *a, int kind, const char *id, const char *action)
 	pthread_cond_signal(&a->qcond);
 	pthread_mutex_unlock(&a->qlock);
 	return 0;
+}
+
+int mo_api_job_push(mo_api *a, int kind, const char *id, const char *action)
+{
+	return job_push(a, kind, id, action, 0);
 }
 
 int mo_api_job_interrupt(mo_api *a, const char *id)
@@ -151,6 +157,16 @@ static void *worker_main(void *ud)
 		r->used = 1;
 		r->kind = j->kind;
 		snprintf(r->id, sizeof(r->id), "%s", j->id);
+		while (!a->stopping && !r->interrupted && mo_now_ms() < j->not_before) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 50 * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&a->qcond, &a->qlock, &ts);
+		}
 		pthread_mutex_unlock(&a->qlock);
 
 		mo_error_clear();
@@ -174,6 +190,10 @@ int mo_api_jobs_resume(mo_api *a)
 	size_t i;
 	json_t *rec;
 	int rc = 0;
+	/* A process killed in the middle of a run may have requests still in
+	 * flight at the providers; give them time to land before the engine's
+	 * recovery reads back what the interrupted actions made. */
+	int64_t nb = mo_now_ms() + a->cfg->resume_delay_ms;
 	all = mo_api_store_all(a->st, MO_K_PKG);
 	json_array_foreach(all, i, rec) {
 		const char *s = mo_api_jstr(mo_api_rec_doc(rec), "onboardingState");
@@ -185,14 +205,15 @@ int mo_api_jobs_resume(mo_api *a)
 	json_array_foreach(all, i, rec) {
 		const char *s = mo_api_jstr(mo_api_rec_doc(rec), "operationState");
 		if (s && (!strcmp(s, "STARTING") || !strcmp(s, "PROCESSING")) && rc == 0)
-			rc = mo_api_job_push(a, MO_JOB_LCM, mo_api_jstr(mo_api_rec_doc(rec), "id"), NULL);
+			rc = job_push(a, MO_JOB_LCM, mo_api_jstr(mo_api_rec_doc(rec), "id"), NULL,
+				      !strcmp(s, "PROCESSING") ? nb : 0);
 	}
 	json_decref(all);
 	all = mo_api_store_all(a->st, MO_K_DEP);
 	json_array_foreach(all, i, rec) {
 		const char *pending = mo_api_jstr(mo_api_rec_int(rec), "pending");
 		if (pending && rc == 0)
-			rc = mo_api_job_push(a, MO_JOB_DEVOPS, mo_api_jstr(mo_api_rec_doc(rec), "id"), pending);
+			rc = job_push(a, MO_JOB_DEVOPS, mo_api_jstr(mo_api_rec_doc(rec), "id"), pending, nb);
 	}
 	json_decref(all);
 	return rc;

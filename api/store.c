@@ -19,6 +19,11 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <string.h>
+#include <time.h>
+
+/* Set while this thread is inside begin/end (it holds the write lock):
+ * reads in a transaction then see its own writes without locking again. */
+static _Thread_local int my_tx;
 
 typedef struct {
 	int kind;
@@ -37,8 +42,7 @@ struct mo_api_store {
 	int in_tx, tx_failed;
 };
 
-/* Set while this thread is inside begin/end (it holds the write lock). */
-static _Thread_local int my_tx;
+
 
 static const char schema[] =
 	"PRAGMA journal_mode=WAL;"
@@ -136,6 +140,8 @@ json_t *mo_api_store_get(mo_api_store *st, int kind, const char *id)
 	json_t *r;
 	if (!id)
 		return NULL;
+	if (my_tx) /* this thread holds the write lock */
+		return json_incref(json_object_get(st->mem[kind], id));
 	pthread_rwlock_rdlock(&st->rw);
 	r = json_incref(json_object_get(st->mem[kind], id));
 	pthread_rwlock_unlock(&st->rw);
@@ -146,10 +152,12 @@ json_t *mo_api_store_all(mo_api_store *st, int kind)
 {
 	json_t *arr = json_array(), *v;
 	const char *k;
-	pthread_rwlock_rdlock(&st->rw);
+	if (!my_tx)
+		pthread_rwlock_rdlock(&st->rw);
 	json_object_foreach(st->mem[kind], k, v)
 		json_array_append(arr, v);
-	pthread_rwlock_unlock(&st->rw);
+	if (!my_tx)
+		pthread_rwlock_unlock(&st->rw);
 	return arr;
 }
 
@@ -298,7 +306,10 @@ int mo_api_store_outbox_add(mo_api_store *st, const char *sub_id, const char *ur
 	sqlite3_stmt *s = NULL;
 	char *text = json_dumps(body, JSON_COMPACT);
 	int rc = 0;
-	int64_t now = mo_wall_s() * 1000;
+	struct timespec ts;
+	int64_t now;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 	if (!text) {
 		rc = mo_error_set(MO_ENOMEM, "out of memory");
 		goto done;
@@ -460,8 +471,9 @@ int mo_api_store_outbox_due(mo_api_store *st, int64_t now_ms, mo_api_outbox_row 
 	*n = 0;
 	pthread_mutex_lock(&st->wl);
 	if (sqlite3_prepare_v2(st->db,
-			       "SELECT id, sub_id, uri, body, attempts FROM outbox WHERE next_ms <= ? "
-			       "ORDER BY id LIMIT ?",
+			       "SELECT id, sub_id, uri, body, attempts FROM outbox AS o WHERE next_ms <= ?1 "
+			       "AND NOT EXISTS (SELECT 1 FROM outbox AS p WHERE p.uri = o.uri AND p.id < o.id "
+			       "AND p.next_ms > ?1) ORDER BY id LIMIT ?2",
 			       -1, &s, NULL) != SQLITE_OK) {
 		rc = db_error(st, "outbox");
 		goto done;

@@ -320,9 +320,20 @@ static int journal(exec *x, job *j, int kind, const char *address, const char *i
 	int rc;
 	if (!r)
 		return mo_error_set(MO_ENOMEM, "out of memory");
-	if (kind == MO_OP_CREATE && mo_random_hex(j->token, 16) < 0) {
-		mo_resource_free(r);
-		return MO_EIO;
+	if (kind == MO_OP_CREATE) {
+		char *reuse = NULL;
+		if ((rc = mo_state_op_unused_token(x->st, address, &reuse)) < 0) {
+			mo_resource_free(r);
+			x->fatal = rc;
+			return rc;
+		}
+		if (reuse)
+			snprintf(j->token, sizeof(j->token), "%s", reuse);
+		else if (mo_random_hex(j->token, 16) < 0) {
+			mo_resource_free(r);
+			return MO_EIO;
+		}
+		mo_free(reuse);
 	}
 	rc = mo_state_op_begin(x->st, x->run_id, kind, kind == MO_OP_CREATE ? j->token : NULL, r,
 			       &j->op_id);

@@ -3,6 +3,7 @@
  * library; every subcommand is one row of the `commands` table below, the
  * single place to see what exists.  Exit codes: docs/cli.md.
  */
+#include "api.h"
 #include "common.h"
 #include "engine.h"
 #include "exec.h"
@@ -902,6 +903,9 @@ static const command commands[] = {
 	  "taken over automatically; `lock unlock` forces release in other cases.\n" },
 	{ "graph", cmd_graph, F_VARS | F_SRC, 1, "graph [PLAN]",
 	  "print the resource graph in Graphviz DOT", "Edges point from a resource to what it depends on.\n" },
+	{ "serve", NULL, 0, 0, "serve --config FILE [--port-file FILE]",
+	  "run the Mfm northbound API server (MEC 010-2, MEC 040)",
+	  "See docs/api.md. `mecorch serve --help` lists the server's options.\n" },
 	{ "version", cmd_version, 0, 0, "version", "print the version", "" },
 	{ "help", cmd_help, 0, 0, "help [COMMAND]", "show help", "" },
 };
@@ -1179,6 +1183,8 @@ int main(int argc, char **argv)
 		printf("mecorch %s\n", MO_VERSION);
 		return 0;
 	}
+	if (!strcmp(argv[1], "serve")) /* the server parses its own options */
+		return mo_serve_main(argc - 1, argv + 1);
 	if (!(cmd = find_command(argv[1]))) {
 		fprintf(stderr, "error: unknown command '%s'\n\n", argv[1]);
 		usage(stderr);

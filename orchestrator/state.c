@@ -1396,6 +1396,36 @@ int mo_state_op_pending(mo_state *st, mo_op ***out, size_t *n)
 			0, out, n);
 }
 
+/*
+ * The token of the address's latest create intent when that intent ended
+ * "absent": recovery found nothing, yet the request may still be in flight
+ * at the provider.  Reusing the token lets the provider's idempotency
+ * return that object instead of making a second one.  *token is NULL when
+ * there is none.
+ */
+int mo_state_op_unused_token(mo_state *st, const char *address, char **token)
+{
+	sqlite3_stmt *s = NULL;
+	int rc, step;
+	*token = NULL;
+	if ((rc = prep(st, &s, "SELECT status, token FROM operations WHERE address = ? AND kind = ? "
+			       "ORDER BY id DESC LIMIT 1")) < 0)
+		return rc;
+	if ((rc = bindv(st, s, "td", address, MO_OP_CREATE)) < 0)
+		goto done;
+	step = sqlite3_step(s);
+	if (step == SQLITE_ROW) {
+		const char *status = (const char *)sqlite3_column_text(s, 0);
+		if (status && !strcmp(status, "absent") && sqlite3_column_type(s, 1) != SQLITE_NULL)
+			rc = col_str(s, 1, token);
+	} else if (step != SQLITE_DONE) {
+		rc = db_err(st, step);
+	}
+done:
+	sqlite3_finalize(s);
+	return rc;
+}
+
 /* limit <= 0 lists the whole journal. */
 int mo_state_op_recent(mo_state *st, int limit, mo_op ***out, size_t *n)
 {

@@ -109,6 +109,10 @@ int mo_state_op_begin(mo_state *st, const char *run_id, int kind, const char *to
 int mo_state_op_finish(mo_state *st, int64_t op_id, const char *status, const char *error,
 		       const mo_resource *upsert, const char *remove_address,
 		       const char *taint_address);
+/* The token of the address's latest create intent if recovery found that
+ * create "absent" (the request may still land): a new create reuses it so
+ * the provider's idempotency key dedupes.  *token NULL when none. */
+int mo_state_op_unused_token(mo_state *st, const char *address, char **token);
 /* Intents still pending (a run crashed), oldest first. */
 int mo_state_op_pending(mo_state *st, mo_op ***out, size_t *n);
 /* The last `limit` journal entries, newest first (for `state journal`). */

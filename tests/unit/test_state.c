@@ -599,6 +599,38 @@ static void test_state_journal_finish(void **ts)
 
 /* ---- outputs and events ------------------------------------------------------------------ */
 
+/* A create that recovery found absent hands its token to the next create. */
+static void test_state_unused_token(void **ts)
+{
+	fixture *f = *ts;
+	mo_state *st = open_ok(f->path);
+	mo_resource *r = mkres("module.net.vpc.c", NULL, NULL, NULL);
+	char *tok = NULL;
+	int64_t id;
+
+	assert_int_equal(mo_state_op_unused_token(st, "module.net.vpc.c", &tok), 0);
+	assert_null(tok);
+	assert_int_equal(mo_state_op_begin(st, "run-1", MO_OP_CREATE, "tok-a", r, &id), 0);
+	/* still pending: not reusable yet */
+	assert_int_equal(mo_state_op_unused_token(st, "module.net.vpc.c", &tok), 0);
+	assert_null(tok);
+	assert_int_equal(mo_state_op_finish(st, id, "absent", NULL, NULL, NULL, NULL), 0);
+	assert_int_equal(mo_state_op_unused_token(st, "module.net.vpc.c", &tok), 0);
+	assert_string_equal(tok, "tok-a");
+	mo_free(tok);
+	tok = NULL;
+	/* once a create with it is done, it is used up */
+	assert_int_equal(mo_state_op_begin(st, "run-2", MO_OP_CREATE, "tok-a", r, &id), 0);
+	assert_int_equal(mo_state_op_finish(st, id, "done", NULL, r, NULL, NULL), 0);
+	assert_int_equal(mo_state_op_unused_token(st, "module.net.vpc.c", &tok), 0);
+	assert_null(tok);
+	/* other addresses are not affected */
+	assert_int_equal(mo_state_op_unused_token(st, "module.net.vpc.d", &tok), 0);
+	assert_null(tok);
+	mo_resource_free(r);
+	mo_state_close(st);
+}
+
 static void test_state_outputs(void **ts)
 {
 	fixture *f = *ts;
@@ -1216,7 +1248,7 @@ int main(void)
 		T(test_state_lock_conflict), T(test_state_lock_dead_pid),
 		T(test_state_lock_expired),  T(test_state_lock_force),
 		T(test_state_secret_key),    T(test_state_secret_not_stored),
-		T(test_state_alloc_failure),
+		T(test_state_alloc_failure), T(test_state_unused_token),
 	};
 #undef T
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,362 @@
+#!/usr/bin/env bash
+# test_api.sh - the Mfm northbound over HTTP, end to end: `mecorch serve`
+# registers with a MEC 040 federator (examples/lab/federator), onboards an
+# application package from a git repository made here, instantiates it in a
+# zone whose edge domain is a labcloud, delivers notifications (retried while
+# the receiver fails), operates, terminates (labcloud empty) and deletes;
+# FAILED_TEMP and retry; bad requests of every kind; isolation of two
+# tenants; DevOps plan/apply/destroy; federation discovery; a server killed
+# in the middle of an instantiate resumes it without orphans; a clean stop
+# deregisters.
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib_api.sh"
+
+lab_start
+fed_start
+api_config "$T/api.json"
+api_start "$T/api.json"
+
+say "health and MEC 040 registration"
+call "" GET /health
+check_eq "/health answers 200 without a token" 200 "$S"
+wait_for "the server registered its MEC system with the federator" 10 \
+	test "$(curl -s "$FED_URL/_stats" | jq .systems)" = 1
+reg=$(curl -s -H 'Authorization: Bearer federator-secret' \
+	"$FED_URL/fed_enablement/v1/fed_resources/system_info?systemname=mecorch-it")
+check_eq "the federator holds our SystemInfo (name, provider)" "mecorch-it lab.example" \
+	"$(echo "$reg" | jq -r '.[0] | "\(.systemName) \(.systemProvider)"')"
+SYSID=$(echo "$reg" | jq -r '.[0].systemId')
+call "$TO" GET /mecorch/v1/federation/system
+check_eq "federation/system shows the systemId the federator assigned" "true $SYSID" \
+	"$(body '"\(.registered) \(.systemId)"')"
+
+say "subscriptions (callbacks at the federator's receiver)"
+call "$TA" POST /app_pkgm/v1/subscriptions \
+	"{\"subscriptionType\":\"AppPackageOnBoarding\",\"callbackUri\":\"$FED_URL/notify/pkg\"}"
+check_eq "POST app_pkgm subscription: 201" 201 "$S"
+PKG_SUB=$(body .id)
+call "$TA" POST /app_lcm/v1/subscriptions \
+	"{\"subscriptionType\":\"AppLcmOpOccStateChange\",\"callbackUri\":\"$FED_URL/notify/op\"}"
+check_eq "POST AppLcmOpOccStateChange subscription: 201" 201 "$S"
+call "$TA" POST /app_lcm/v1/subscriptions \
+	"{\"subscriptionType\":\"AppInstanceStateChange\",\"callbackUri\":\"$FED_URL/notify/inst\",\"appInstanceState\":[\"STARTED\",\"STOPPED\",\"NOT_INSTANTIATED\"]}"
+check_eq "POST AppInstanceStateChange subscription: 201" 201 "$S"
+call "$TA" GET /app_lcm/v1/subscriptions
+check_eq "GET app_lcm subscriptions lists 2" 2 "$(body '._links.subscriptions | length')"
+call "$TA" GET "/app_pkgm/v1/subscriptions/$PKG_SUB"
+check_eq "GET one subscription" "$FED_URL/notify/pkg" "$(body .callbackUri)"
+
+say "onboard a package from a git repository"
+DIGEST=$(make_pkg_repo "$T/pkgrepo")
+call "$TA" POST /app_pkgm/v1/app_packages "{\"appPkgName\":\"edge-echo\",\"appPkgVersion\":\"1.0.0\",
+	\"appProvider\":\"lab.example\",\"checksum\":{\"algorithm\":\"SHA-256\",\"hash\":\"$DIGEST\"},
+	\"appPkgPath\":\"git+file://$T/pkgrepo?ref=v1.0.0\",\"userDefinedData\":{\"team\":\"edge\"}}" -D "$T/hdr"
+check_eq "POST app_packages: 201" 201 "$S"
+PKG=$(body .id)
+check_true "Location names the package" grep -qi "^Location: .*/app_pkgm/v1/app_packages/$PKG" "$T/hdr"
+wait_for "the package reaches ONBOARDED" 20 pkg_is "$PKG" ONBOARDED
+call "$TA" GET "/app_pkgm/v1/app_packages/$PKG"
+check_eq "AppPkgInfo: appDId, ENABLED, NOT_IN_USE, userDefinedData" "edge-echo-1.0.0 ENABLED NOT_IN_USE edge" \
+	"$(body '"\(.appDId) \(.operationalState) \(.usageState) \(.userDefinedData.team)"')"
+call "$TA" GET "/app_pkgm/v1/app_packages/$PKG/appd"
+check_eq "GET appd returns the AppD" "edge-echo 1.0.0" "$(body '"\(.appName) \(.appSoftVersion)"')"
+call "$TA" GET "/app_pkgm/v1/onboarded_app_packages/edge-echo-1.0.0/appd"
+check_eq "GET onboarded_app_packages/{appDId}/appd: 200" 200 "$S"
+call "$TA" GET "/app_pkgm/v1/app_packages/$PKG/package_content"
+check_eq "GET package_content: 200" 200 "$S"
+check_true "the content is a zip holding appd.json and plan.lua" \
+	python3 -c "import zipfile,sys; n=zipfile.ZipFile(sys.argv[1]).namelist(); sys.exit(0 if 'appd.json' in n and 'plan.lua' in n else 1)" "$T/body"
+size=$(stat -c %s "$T/body")
+call "$TA" GET "/app_pkgm/v1/app_packages/$PKG/package_content" "" -H 'Range: bytes=0-9' -D "$T/hdr"
+check_eq "Range bytes=0-9: 206 with 10 bytes" "206 10" "$S $(stat -c %s "$T/body")"
+check_true "Content-Range: bytes 0-9/size" grep -qi "^Content-Range: bytes 0-9/$size" "$T/hdr"
+call "$TA" GET "/app_pkgm/v1/app_packages/$PKG/package_content" "" -H "Range: bytes=$((size + 10))-"
+check_eq "an unsatisfiable Range: 416" 416 "$S"
+wait_for "AppPackageOnBoarded notification delivered" 10 \
+	test "$(received pkg | jq -r 'select(.notificationType == "AppPackageOnBoarded") | .appPkgId')" = "$PKG"
+
+say "onboarding failures"
+call "$TA" POST /app_pkgm/v1/app_packages "{\"appPkgName\":\"bad-sum\",\"appPkgVersion\":\"1\",
+	\"checksum\":{\"algorithm\":\"SHA-256\",\"hash\":\"$(printf '%064d' 0)\"},\"appPkgPath\":\"git+file://$T/pkgrepo\"}"
+BAD=$(body .id)
+wait_for "a wrong checksum sends the package back to CREATED" 20 pkg_is "$BAD" CREATED
+call "$TA" GET "/app_pkgm/v1/app_packages/$BAD"
+check_true "onboardingFailureDetails says checksum mismatch and the digest seen" \
+	grep -q "checksum mismatch.*$DIGEST" <(body .onboardingFailureDetails.detail)
+call "$TA" DELETE "/app_pkgm/v1/app_packages/$BAD"
+check_eq "a failed (DISABLED, unused) package can be deleted: 204" 204 "$S"
+
+say "upload a zip (tenant b): CREATED -> UPLOADING -> PROCESSING -> ONBOARDED"
+ZSUM=$("$MO_SOURCE_DIR/examples/serve/make-package.sh" zip "$T/pkg.zip")
+call "$TB" POST /app_pkgm/v1/app_packages \
+	"{\"appPkgName\":\"edge-echo\",\"appPkgVersion\":\"1.0.0\",\"checksum\":{\"algorithm\":\"SHA-256\",\"hash\":\"$ZSUM\"}}"
+check_eq "POST without appPkgPath: 201 CREATED" "201 CREATED" "$S $(body .onboardingState)"
+PKGB=$(body .id)
+call "$TB" PUT "/app_pkgm/v1/app_packages/$PKGB/package_content" "" --data-binary "@$T/pkg.zip" -H 'Content-Type: text/plain'
+check_eq "PUT package_content as text/plain: 415" 415 "$S"
+call "$TB" PUT "/app_pkgm/v1/app_packages/$PKGB/package_content" "" --data-binary "@$T/pkg.zip" -H 'Content-Type: application/zip'
+check_eq "PUT package_content application/zip: 202" 202 "$S"
+wait_for "the uploaded package reaches ONBOARDED" 20 pkg_is "$PKGB" ONBOARDED "$TB"
+head -c 2000000 /dev/zero >"$T/big.zip"
+call "$TB" POST /app_pkgm/v1/app_packages \
+	"{\"appPkgName\":\"big\",\"appPkgVersion\":\"1\",\"checksum\":{\"algorithm\":\"SHA-256\",\"hash\":\"$ZSUM\"}}"
+BIG=$(body .id)
+call "$TB" PUT "/app_pkgm/v1/app_packages/$BIG/package_content" "" --data-binary "@$T/big.zip" -H 'Content-Type: application/zip'
+check_eq "a package over limits.maxPackageBytes: 413" 413 "$S"
+
+say "tenant isolation"
+call "$TB" GET /app_pkgm/v1/app_packages
+check_eq "tenant b lists only its own packages" "$PKGB $BIG" "$(body '[.[].id] | join(" ")')"
+call "$TB" GET "/app_pkgm/v1/app_packages/$PKG"
+check_eq "tenant b cannot read tenant a's package: 404" 404 "$S"
+call "$TB" GET "/app_pkgm/v1/subscriptions/$PKG_SUB"
+check_eq "tenant b cannot read tenant a's subscription: 404" 404 "$S"
+call "$TO" GET /app_pkgm/v1/app_packages
+check_eq "the operator sees both tenants' packages" 3 "$(body length)"
+
+say "instantiate in a zone chosen by selectedMECHostInfo"
+call "$TA" POST /app_lcm/v1/app_instances '{"appDId":"edge-echo-1.0.0","appInstanceName":"echo-1","appInstanceDescription":"first"}' -D "$T/hdr"
+check_eq "POST app_instances: 201 NOT_INSTANTIATED" "201 NOT_INSTANTIATED" "$S $(body .instantiationState)"
+I1=$(body .id)
+check_true "Location names the instance" grep -qi "^Location: .*/app_lcm/v1/app_instances/$I1" "$T/hdr"
+call "$TA" GET "/app_pkgm/v1/app_packages/$PKG"
+check_eq "the package is IN_USE" IN_USE "$(body .usageState)"
+call "$TA" POST "/app_lcm/v1/app_instances/$I1/instantiate" '{"selectedMECHostInfo":[{"hostId":"zone-berlin","hostName":"Berlin edge"}]}' -D "$T/hdr"
+check_eq "POST instantiate: 202" 202 "$S"
+OP1=$(grep -i '^Location:' "$T/hdr" | sed 's|.*/app_lcm_op_occs/||' | tr -d '\r\n')
+check_true "Location names an app_lcm_op_occs resource" test -n "$OP1"
+wait_for "the INSTANTIATE operation COMPLETES" 30 op_is "$OP1" COMPLETED
+call "$TA" GET "/app_lcm/v1/app_instances/$I1"
+check_eq "the instance is INSTANTIATED, STARTED, in zone-berlin" "INSTANTIATED STARTED zone-berlin" \
+	"$(body '"\(.instantiationState) \(.instantiatedAppState.operationalState) \(.instantiatedAppState.mecHostInfo.hostId.zoneId)"')"
+check_eq "labcloud holds the app and its DNS record" 2 "$(lab_total)"
+check_eq "the app object runs in zone-berlin with 1 replica" "zone-berlin 1" \
+	"$(lab_items apps | jq -r '.[0] | "\(.zone) \(.replicas)"')"
+MECORCH_STATE=$T/data/instances/$I1/state.db
+export MECORCH_STATE
+mo state list --state "$MECORCH_STATE"
+check_eq "mecorch state list --state <instance db> shows 2 resources" 2 "$(grep -c . "$OUT")"
+check_lab_matches_state "labcloud objects == the instance's state"
+call "$TA" GET "/app_lcm/v1/app_lcm_op_occs/$OP1"
+check_eq "the op occurrence: INSTANTIATE, links to its instance" "INSTANTIATE $API/app_lcm/v1/app_instances/$I1" \
+	"$(body '"\(.lcmOperation) \(._links.appInstance.href)"')"
+wait_for "AppLcmOpOccNotification STARTING, PROCESSING, COMPLETED delivered in order" 10 \
+	test "$(received op | jq -r --arg o "$OP1" 'select(.appLcmOpOccId == $o) | .operationState' | tr '\n' ' ')" = "STARTING PROCESSING COMPLETED "
+wait_for "AppInstNotification STARTED delivered" 10 \
+	test "$(received inst | jq -r --arg i "$I1" 'select(.appInstanceId == $i) | .appInstanceState')" = STARTED
+
+say "bad requests"
+call "$TA" POST /app_lcm/v1/app_instances '{"appDId":'
+check_eq "malformed JSON: 400" 400 "$S"
+check_eq "errors are RFC 7807 problem details" "400 Bad Request" "$(body '"\(.status) \(.title)"')"
+curl -s -o /dev/null -D "$T/hdr" -H "Authorization: Bearer $TA" -H 'Content-Type: application/json' -d '{' "$API/app_lcm/v1/app_instances"
+check_true "Content-Type: application/problem+json" grep -qi '^Content-Type: application/problem+json' "$T/hdr"
+call "$TA" POST /app_lcm/v1/app_instances '{"appDId":42}'
+check_eq "appDId of the wrong type: 400" 400 "$S"
+call "$TA" POST /app_lcm/v1/app_instances '[1,2]'
+check_eq "a body that is not an object: 400" 400 "$S"
+call "$TA" POST /app_lcm/v1/app_instances '{}'
+check_eq "appDId missing: 400" 400 "$S"
+call "$TA" POST /app_lcm/v1/app_instances '{"appDId":"no-such-appd"}'
+check_eq "an unknown appDId: 404" 404 "$S"
+S=$(curl -s -o "$T/body" -w '%{http_code}' -H "Authorization: Bearer $TA" -H 'Content-Type: text/plain' \
+	-d '{"appDId":"edge-echo-1.0.0"}' "$API/app_lcm/v1/app_instances")
+check_eq "a JSON body sent as text/plain: 415" 415 "$S"
+call "$TA" POST /app_lcm/v1/app_instances "{\"appDId\":\"$(head -c 70000 /dev/zero | tr '\0' a)\"}"
+check_eq "a body over limits.maxBodyBytes: 413" 413 "$S"
+call "$TA" GET /app_lcm/v1/app_instances/no-such-instance
+check_eq "an unknown instance id: 404" 404 "$S"
+call "$TA" GET /app_lcm/v1/app_lcm_op_occs/no-such-op
+check_eq "an unknown op occurrence id: 404" 404 "$S"
+call "$TA" GET /app_lcm/v1/nothing-here
+check_eq "an unknown path: 404" 404 "$S"
+call "$TA" PUT /app_lcm/v1/app_instances "" -D "$T/hdr"
+check_eq "PUT on app_instances: 405" 405 "$S"
+check_true "405 comes with Allow: POST, GET" grep -qi '^Allow: POST, GET' "$T/hdr"
+call "$TA" POST "/app_lcm/v1/app_instances/$I1/instantiate" '{}'
+check_eq "instantiate an INSTANTIATED instance: 409" 409 "$S"
+call "$TA" POST "/app_lcm/v1/app_instances/$I1/operate" '{"changeStateTo":"PAUSED"}'
+check_eq "operate with changeStateTo outside the enum: 400" 400 "$S"
+call "$TA" POST "/app_lcm/v1/app_instances/$I1/operate" '{"changeStateTo":"STARTED"}'
+check_eq "operate to the state it is in: 409" 409 "$S"
+call "$TA" POST "/app_lcm/v1/app_instances/$I1/terminate" '{"terminationType":"SOON"}'
+check_eq "terminate with a bad terminationType: 400" 400 "$S"
+call "$TA" DELETE "/app_lcm/v1/app_instances/$I1"
+check_eq "delete an INSTANTIATED instance: 409" 409 "$S"
+call "$TA" POST "/app_lcm/v1/app_lcm_op_occs/$OP1/retry"
+check_eq "retry a COMPLETED operation: 409" 409 "$S"
+call "$TA" POST "/app_lcm/v1/app_lcm_op_occs/$OP1/fail"
+check_eq "fail a COMPLETED operation: 409" 409 "$S"
+call "$TA" DELETE "/app_pkgm/v1/app_packages/$PKG"
+check_eq "delete an ENABLED package: 409" 409 "$S"
+call "$TA" PATCH "/app_pkgm/v1/app_packages/$PKG" '{"operationalState":"SOMETIMES"}'
+check_eq "PATCH with a bad operationalState: 400" 400 "$S"
+call "$TA" POST /app_pkgm/v1/app_packages '{"appPkgName":"x","appPkgVersion":"1","checksum":{"algorithm":"MD5","hash":"00"}}'
+check_eq "an unsupported checksum algorithm: 400" 400 "$S"
+call "$TA" POST /app_lcm/v1/subscriptions '{"subscriptionType":"Nope","callbackUri":"http://127.0.0.1:1/x"}'
+check_eq "an unknown subscriptionType: 400" 400 "$S"
+call "$TA" POST /app_lcm/v1/subscriptions '{"subscriptionType":"AppLcmOpOccStateChange","callbackUri":"ftp://x"}'
+check_eq "a callbackUri that is not http(s): 400" 400 "$S"
+call "" GET /app_lcm/v1/app_instances "" -D "$T/hdr"
+check_eq "no token: 401" 401 "$S"
+check_true "401 comes with WWW-Authenticate: Bearer" grep -qi '^WWW-Authenticate: Bearer' "$T/hdr"
+call "not-a-valid-token" GET /app_lcm/v1/app_instances
+check_eq "an unknown token: 401" 401 "$S"
+call "$TA" GET /mecorch/v1/deployments
+check_eq "a tenant on the operators' DevOps endpoints: 403" 403 "$S"
+call "$TB" GET "/app_lcm/v1/app_instances/$I1"
+check_eq "tenant b cannot see tenant a's instance: 404" 404 "$S"
+call "$TB" POST "/app_lcm/v1/app_instances/$I1/terminate" '{}'
+check_eq "tenant b cannot terminate tenant a's instance: 404" 404 "$S"
+call "$TB" GET /app_lcm/v1/app_lcm_op_occs
+check_eq "tenant b sees none of tenant a's op occurrences" 0 "$(body length)"
+
+say "notifications are retried with backoff while the receiver fails"
+curl -s -X PUT "$FED_URL/_config" -d '{"notifyStatus":503,"notifyFailures":3}' >/dev/null
+call "$TA" POST "/app_lcm/v1/app_instances/$I1/operate" '{"changeStateTo":"STOPPED","stopType":"GRACEFUL"}' -D "$T/hdr"
+check_eq "operate STOPPED: 202" 202 "$S"
+OP2=$(grep -i '^Location:' "$T/hdr" | sed 's|.*/app_lcm_op_occs/||' | tr -d '\r\n')
+wait_for "the OPERATE operation COMPLETES" 30 op_is "$OP2" COMPLETED
+check_eq "labcloud: the app has 0 replicas and state STOPPED" "0 STOPPED" \
+	"$(lab_items apps | jq -r '.[0] | "\(.replicas) \(.state)"')"
+wait_for "after 3 failures, every OPERATE notification arrives, in order" 15 \
+	test "$(received op | jq -r --arg o "$OP2" 'select(.appLcmOpOccId == $o) | .operationState' | tr '\n' ' ')" = "STARTING PROCESSING COMPLETED "
+call "$TO" GET /metrics
+check_true "/metrics counts failed notification attempts" grep -q '^mecorch_notification_failures_total [1-9]' "$T/body"
+
+say "FAILED_TEMP, then retry"
+lab_config '{"fail_rate":1}'
+call "$TA" POST "/app_lcm/v1/app_instances/$I1/operate" '{"changeStateTo":"STARTED"}' -D "$T/hdr"
+OP3=$(grep -i '^Location:' "$T/hdr" | sed 's|.*/app_lcm_op_occs/||' | tr -d '\r\n')
+wait_for "with labcloud failing, the operation ends FAILED_TEMP" 60 op_is "$OP3" FAILED_TEMP
+call "$TA" GET "/app_lcm/v1/app_lcm_op_occs/$OP3"
+check_true "the op occurrence carries the error as ProblemDetails" test -n "$(body .error.detail)"
+call "$TA" POST "/app_lcm/v1/app_instances/$I1/terminate" '{}'
+check_eq "another task while an operation is FAILED_TEMP: 409" 409 "$S"
+lab_config '{"fail_rate":0}'
+call "$TA" POST "/app_lcm/v1/app_lcm_op_occs/$OP3/retry"
+check_eq "retry: 202" 202 "$S"
+wait_for "the retried operation COMPLETES" 30 op_is "$OP3" COMPLETED
+check_eq "labcloud: the app runs again" "1 STARTED" "$(lab_items apps | jq -r '.[0] | "\(.replicas) \(.state)"')"
+
+say "placement by locationConstraints (nearest zone by geolocation)"
+call "$TA" POST /app_lcm/v1/app_instances '{"appDId":"edge-echo-1.0.0","appInstanceName":"echo-2"}'
+I2=$(body .id)
+call "$TA" POST "/app_lcm/v1/app_instances/$I2/instantiate" \
+	'{"locationConstraints":{"countryCode":"FR","area":{"type":"Point","coordinates":[2.29,48.86]}}}' -D "$T/hdr"
+OP4=$(grep -i '^Location:' "$T/hdr" | sed 's|.*/app_lcm_op_occs/||' | tr -d '\r\n')
+wait_for "the second instance is instantiated" 30 op_is "$OP4" COMPLETED
+call "$TA" GET "/app_lcm/v1/app_instances/$I2"
+check_eq "a point in Paris places it in zone-paris" zone-paris "$(body .instantiatedAppState.mecHostInfo.hostId.zoneId)"
+call "$TA" POST /app_lcm/v1/app_instances '{"appDId":"edge-echo-1.0.0"}'
+I3=$(body .id)
+call "$TA" POST "/app_lcm/v1/app_instances/$I3/instantiate" '{"locationConstraints":{"countryCode":"JP"}}'
+check_eq "a country with no zone: 400" 400 "$S"
+call "$TA" POST "/app_lcm/v1/app_instances/$I3/instantiate" '{"selectedMECHostInfo":[{"hostId":"zone-nowhere"}]}'
+check_eq "an unknown zone in selectedMECHostInfo: 400" 400 "$S"
+
+say "a server killed in the middle of an instantiate resumes it"
+lab_config '{"latency_ms":400}'
+call "$TA" POST "/app_lcm/v1/app_instances/$I3/instantiate" '{"selectedMECHostInfo":[{"hostId":{"zoneId":"zone-paris"}}]}' -D "$T/hdr"
+OP5=$(grep -i '^Location:' "$T/hdr" | sed 's|.*/app_lcm_op_occs/||' | tr -d '\r\n')
+wait_for "the operation is PROCESSING" 10 op_is "$OP5" PROCESSING
+sleep 0.5
+api_stop KILL
+check_true "the server is gone (SIGKILL)" sh -c "! kill -0 $API_PID 2>/dev/null"
+lab_config '{"latency_ms":0}'
+api_start "$T/api.json"
+wait_for "after the restart the operation resumes and COMPLETES" 30 op_is "$OP5" COMPLETED
+MECORCH_STATE=$T/data/instances/$I3/state.db
+call "$TA" GET "/app_lcm/v1/app_instances/$I3"
+check_eq "the instance is INSTANTIATED" INSTANTIATED "$(body .instantiationState)"
+check_eq "labcloud holds 2 objects per instance (3 instances)" 6 "$(lab_total)"
+dups=$(for c in apps dns; do lab_items $c | jq -r --arg c "$c" '.[] | "\($c)/\(.name)"'; done | sort | uniq -d)
+check_eq "no object was created twice across the restart" "" "$dups"
+
+say "DevOps: plan from git, review, apply, events, destroy"
+mkdir -p "$T/devops/modules/generic"
+cp "$GENERIC/module.lua" "$T/devops/modules/generic/"
+cat >"$T/devops/main.lua" <<'LUA'
+local endpoint = variable("endpoint", { type = "string" })
+local net = module("net", { source = "./modules/generic",
+  inputs = { endpoint = endpoint, collection = "networks", objects = { core = { cidr = "10.9.0.0/24" } } } })
+output("net_id", net.ids.core)
+LUA
+git -C "$T/devops" init -q -b main && git -C "$T/devops" add -A &&
+	git -C "$T/devops" -c user.name=t -c user.email=t@example.invalid commit -q -m devops
+call "$TO" POST /mecorch/v1/deployments "{\"name\":\"core-net\",\"source\":\"git+file://$T/devops?ref=main\",\"planFile\":\"main.lua\",\"variables\":{\"endpoint\":\"$LAB_URL\"}}"
+check_eq "POST deployments: 201 PLANNING" "201 PLANNING" "$S $(body .state)"
+DEP=$(body .id)
+dep_is() { [ "$(curl -s -H "Authorization: Bearer $TO" "$API/mecorch/v1/deployments/$DEP" | jq -r .state)" = "$1" ]; }
+wait_for "the deployment is PLANNED" 30 dep_is PLANNED
+call "$TO" GET "/mecorch/v1/deployments/$DEP"
+check_eq "the plan (JSON) creates one resource" "1 create" \
+	"$(body '"\(.plan.resource_changes | length) \(.plan.resource_changes[0].change.actions[0])"')"
+before=$(lab_total)
+check_eq "planning changed nothing in labcloud" 6 "$before" || lab_pairs
+call "$TO" POST "/mecorch/v1/deployments/$DEP/apply"
+check_eq "apply: 202" 202 "$S"
+wait_for "the deployment is APPLIED" 30 dep_is APPLIED
+call "$TO" GET "/mecorch/v1/deployments/$DEP"
+check_eq "the apply created 1 resource; output net_id is labcloud's id" "1 $(lab_items networks | jq -r '.[0].id')" \
+	"$(body '"\(.result.created) \(.outputs.net_id)"')"
+call "$TO" GET "/mecorch/v1/deployments/$DEP/events"
+check_true "events record the create" test "$(body '[.[] | select(.type == "ok" and .action == "create")] | length')" -ge 1
+call "$TO" POST "/mecorch/v1/deployments/$DEP/apply"
+check_eq "apply again without a new plan: 409" 409 "$S"
+call "$TO" DELETE "/mecorch/v1/deployments/$DEP"
+check_eq "delete a deployment holding resources: 409" 409 "$S"
+call "$TO" POST "/mecorch/v1/deployments/$DEP/destroy"
+wait_for "the deployment is DESTROYED" 30 dep_is DESTROYED
+check_eq "labcloud has no networks left" 0 "$(lab_items networks | jq length)"
+call "$TO" DELETE "/mecorch/v1/deployments/$DEP"
+check_eq "delete the destroyed deployment: 204" 204 "$S"
+
+say "federation discovery and update"
+call "$TO" GET "/mecorch/v1/federation/systems?systemname=mecorch-it"
+check_eq "discovery by name finds us" "$SYSID" "$(body '.[0].systemId')"
+call "$TO" GET "/mecorch/v1/federation/systems?systemname=no-such-system"
+check_eq "discovery that matches nothing: 404" 404 "$S"
+call "$TA" GET "/mecorch/v1/federation/systems"
+check_eq "discovery is for operators: 403" 403 "$S"
+call "$TO" PATCH /mecorch/v1/federation/system '{"systemName":"mecorch-it-2"}'
+check_eq "PATCH federation/system: 200" 200 "$S"
+wait_for "the federator sees the new name (PATCH system_info)" 10 test "$(curl -s -H 'Authorization: Bearer federator-secret' \
+	"$FED_URL/fed_enablement/v1/fed_resources/system_info/$SYSID" | jq -r .systemName)" = mecorch-it-2
+call "$TA" GET /mecorch/v1/zones
+check_eq "zones lists both zones" "zone-paris zone-berlin" "$(body '[.[].zoneId] | join(" ")')"
+
+say "terminate everything; labcloud ends empty"
+for I in "$I1" "$I2" "$I3"; do
+	call "$TA" POST "/app_lcm/v1/app_instances/$I/terminate" '{"terminationType":"FORCEFUL"}' -D "$T/hdr"
+	OPT=$(grep -i '^Location:' "$T/hdr" | sed 's|.*/app_lcm_op_occs/||' | tr -d '\r\n')
+	wait_for "terminate $I completes" 30 op_is "$OPT" COMPLETED
+done
+check_eq "labcloud is empty" 0 "$(lab_total)" || lab_pairs
+wait_for "AppInstNotification NOT_INSTANTIATED delivered" 10 \
+	test "$(received inst | jq -r --arg i "$I1" 'select(.appInstanceId == $i) | .appInstanceState' | tail -n 1)" = NOT_INSTANTIATED
+for I in "$I1" "$I2" "$I3"; do
+	call "$TA" DELETE "/app_lcm/v1/app_instances/$I"
+	check_eq "delete instance: 204" 204 "$S"
+done
+call "$TA" PATCH "/app_pkgm/v1/app_packages/$PKG" '{"operationalState":"DISABLED"}'
+check_eq "disable the package: 200" 200 "$S"
+call "$TA" DELETE "/app_pkgm/v1/app_packages/$PKG"
+check_eq "delete the disabled, unused package: 204" 204 "$S"
+call "$TA" GET "/app_pkgm/v1/app_packages/$PKG"
+check_eq "the deleted package is gone: 404" 404 "$S"
+
+say "metrics"
+call "" GET /metrics
+check_true "requests by route and status" grep -q 'mecorch_api_requests_total{method="POST",route="/app_lcm/v1/app_instances/{appInstanceId}/terminate",status="202"} 3' "$T/body"
+check_true "a latency histogram" grep -q 'mecorch_api_request_duration_seconds_bucket{le="+Inf"}' "$T/body"
+check_true "operations by state" grep -q '^mecorch_lcm_operations{operation_state="COMPLETED"}' "$T/body"
+check_true "resources under management (0 now)" grep -q '^mecorch_resources_under_management 0' "$T/body"
+call "" GET /openapi.yaml
+check_true "/openapi.yaml is served" grep -q '^openapi: 3' "$T/body"
+
+say "a clean stop deregisters"
+api_stop TERM
+check_eq "the federator holds no system after the stop" 0 "$(curl -s "$FED_URL/_stats" | jq .systems)"
+
+finish
