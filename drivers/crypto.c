@@ -23,23 +23,25 @@
  * charged to the running task's memory cap.
  */
 #include "drivers.h"
-#include "common.h"
 
 #include <lauxlib.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <stdint.h>
 #include <string.h>
 
-typedef enum { ENC_RAW, ENC_HEX, ENC_BASE64 } enc_kind;
+typedef enum {
+	ENC_RAW,
+	ENC_HEX,
+	ENC_BASE64
+} enc_kind;
 
 static const char hexdigits[] = "0123456789abcdef";
-static const char b64chars[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /* The string argument arg of fn; raises unless it is a Lua string. */
-static const char *check_bytes(lua_State *L, int arg, const char *fn, const char *name,
-			       size_t *len)
+static const char *check_bytes(lua_State *L, int arg, const char *fn, const char *name, size_t *len)
 {
 	if (lua_type(L, arg) != LUA_TSTRING)
 		luaL_error(L, "ctx.crypto.%s: %s must be a string, got %s", fn, name,
@@ -54,7 +56,8 @@ static enc_kind check_enc(lua_State *L, int arg, const char *fn, enc_kind dflt)
 	if (lua_isnoneornil(L, arg))
 		return dflt;
 	if (lua_type(L, arg) != LUA_TSTRING)
-		luaL_error(L, "ctx.crypto.%s: encoding must be \"raw\", \"hex\" or \"base64\", got %s",
+		luaL_error(L,
+			   "ctx.crypto.%s: encoding must be \"raw\", \"hex\" or \"base64\", got %s",
 			   fn, luaL_typename(L, arg));
 	s = lua_tostring(L, arg);
 	if (strcmp(s, "raw") == 0)
@@ -164,8 +167,8 @@ static int l_hmac_sha256(lua_State *L)
 	if (klen > INT32_MAX)
 		return luaL_error(L, "ctx.crypto.hmac_sha256: key too long");
 	/* HMAC() with a NULL key and length 0 would fail: pass "" instead. */
-	if (!HMAC(EVP_sha256(), klen ? key : "", (int)klen, (const unsigned char *)data, dlen,
-		  out, &outlen))
+	if (!HMAC(EVP_sha256(), klen ? key : "", (int)klen, (const unsigned char *)data, dlen, out,
+		  &outlen))
 		return luaL_error(L, "ctx.crypto.hmac_sha256: HMAC failed");
 	push_enc(L, out, outlen, enc);
 	return 1;
@@ -207,8 +210,10 @@ static int l_base64_decode(lua_State *L)
 	unsigned char *out;
 
 	if (len % 4 != 0)
-		return luaL_error(L, "ctx.crypto.base64_decode: invalid base64: length %I is not "
-				  "a multiple of 4", (lua_Integer)len);
+		return luaL_error(L,
+				  "ctx.crypto.base64_decode: invalid base64: length %I is not "
+				  "a multiple of 4",
+				  (lua_Integer)len);
 	out = (unsigned char *)luaL_buffinitsize(L, &b, len / 4 * 3);
 	for (size_t i = 0; i < len; i += 4) {
 		int v[4], pad = 0;
@@ -217,22 +222,28 @@ static int l_base64_decode(lua_State *L)
 			if (ch == '=' && i + 4 == len && k >= 2) {
 				/* "xx==" or "xxx=": padding only at the very end */
 				if (k == 2 && s[i + 3] != '=')
-					return luaL_error(L, "ctx.crypto.base64_decode: invalid base64: "
-							  "misplaced '=' at offset %I", (lua_Integer)(i + 2));
+					return luaL_error(
+						L,
+						"ctx.crypto.base64_decode: invalid base64: "
+						"misplaced '=' at offset %I",
+						(lua_Integer)(i + 2));
 				v[k] = 0;
 				pad++;
 				continue;
 			}
 			if ((v[k] = b64val(ch)) < 0)
-				return luaL_error(L, "ctx.crypto.base64_decode: invalid base64: "
+				return luaL_error(L,
+						  "ctx.crypto.base64_decode: invalid base64: "
 						  "unexpected character at offset %I",
 						  (lua_Integer)(i + (size_t)k));
 		}
-		uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
-			(uint32_t)v[2] << 6 | (uint32_t)v[3];
+		uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
+			     (uint32_t)v[3];
 		if ((pad == 1 && (w & 0xff)) || (pad == 2 && (w & 0xffff)))
-			return luaL_error(L, "ctx.crypto.base64_decode: invalid base64: non-zero "
-					  "padding bits at offset %I", (lua_Integer)i);
+			return luaL_error(L,
+					  "ctx.crypto.base64_decode: invalid base64: non-zero "
+					  "padding bits at offset %I",
+					  (lua_Integer)i);
 		out[o++] = (unsigned char)(w >> 16);
 		if (pad < 2)
 			out[o++] = (unsigned char)(w >> 8);

@@ -858,7 +858,7 @@ static void json_encode_value(lua_State *L, int idx)
 {
 	json_t *v;
 	char *text;
-	if (mo_lj_to_json(L, idx, "json", &v) < 0)
+	if (mo_lj_to_json_raw(L, idx, "json", &v) < 0)
 		luaL_error(L, "ctx.http.request: field %s", mo_error_last()->message);
 	if (mo_json_has_deferred(v)) {
 		json_decref(v);
@@ -876,7 +876,7 @@ static void json_encode_value(lua_State *L, int idx)
  * array mark).  May raise (memory): call under lua_pcall. */
 static void json_push(lua_State *L, const json_t *v)
 {
-	mo_lj_push(L, v);
+	mo_lj_push_raw(L, v);
 }
 
 /* ======================================================================

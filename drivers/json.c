@@ -215,7 +215,15 @@ static int fail(mo_buf *path, const char *fmt, const char *arg)
 	return mo_error_set(MO_EINVAL, "%s: %s", path->ptr ? path->ptr : "value", msg);
 }
 
-static int to_json(lua_State *L, int idx, mo_buf *path, int depth, json_t **out);
+static int to_json(lua_State *L, int idx, mo_buf *path, int depth, int raw, json_t **out);
+
+/* A hashed sensitive value ({"$sensitive": "hmac-sha256:..."}) handed to a
+ * handler comes back unchanged: it holds no secret, so it needs no escape. */
+static int is_sensitive_marker(const json_t *obj, const char *key, const json_t *v)
+{
+	return !strcmp(key, "$sensitive") && json_object_size(obj) == 0 && json_is_string(v) &&
+	       !strncmp(json_string_value(v), "hmac-sha256:", 12);
+}
 
 static int table_is_array(lua_State *L, int idx, lua_Integer *n_out)
 {
@@ -245,7 +253,7 @@ static int table_is_array(lua_State *L, int idx, lua_Integer *n_out)
 	return n > 0 && n == max;
 }
 
-static int table_to_json(lua_State *L, int idx, mo_buf *path, int depth, json_t **out)
+static int table_to_json(lua_State *L, int idx, mo_buf *path, int depth, int raw, json_t **out)
 {
 	size_t mark = path->len;
 	lua_Integer n;
@@ -258,7 +266,7 @@ static int table_to_json(lua_State *L, int idx, mo_buf *path, int depth, json_t 
 		for (lua_Integer i = 1; i <= n; i++) {
 			lua_geti(L, idx, i);
 			mo_buf_printf(path, "[%lld]", (long long)i);
-			rc = to_json(L, lua_gettop(L), path, depth + 1, &v);
+			rc = to_json(L, lua_gettop(L), path, depth + 1, raw, &v);
 			lua_pop(L, 1);
 			path->len = mark;
 			path->ptr[mark] = '\0';
@@ -279,14 +287,22 @@ static int table_to_json(lua_State *L, int idx, mo_buf *path, int depth, json_t 
 				goto done;
 			}
 			mo_buf_printf(path, "%s%s", path->len ? "." : "", lua_tostring(L, -2));
-			rc = to_json(L, lua_gettop(L), path, depth + 1, &v);
+			rc = to_json(L, lua_gettop(L), path, depth + 1, raw, &v);
 			path->len = mark;
 			path->ptr[mark] = '\0';
 			if (rc < 0) {
 				lua_pop(L, 2);
 				goto done;
 			}
-			json_object_set_new(res, lua_tostring(L, -2), v);
+			if (!raw && lua_tostring(L, -2)[0] == '$' && !is_sensitive_marker(res, lua_tostring(L, -2), v)) {
+				/* "$..." keys are reserved for markers: data keeps its
+				 * own as "$$...", so a plan or an API cannot forge one */
+				char *esc = mo_sprintf("$%s", lua_tostring(L, -2));
+				json_object_set_new(res, esc ? esc : "$", v);
+				mo_free(esc);
+			} else {
+				json_object_set_new(res, lua_tostring(L, -2), v);
+			}
 			lua_pop(L, 1);
 		}
 	}
@@ -299,7 +315,7 @@ done:
 	return 0;
 }
 
-static int to_json(lua_State *L, int idx, mo_buf *path, int depth, json_t **out)
+static int to_json(lua_State *L, int idx, mo_buf *path, int depth, int raw, json_t **out)
 {
 	const json_t *m;
 	if (depth > MAX_DEPTH)
@@ -330,7 +346,7 @@ static int to_json(lua_State *L, int idx, mo_buf *path, int depth, json_t **out)
 		return 0;
 	}
 	case LUA_TTABLE:
-		return table_to_json(L, idx, path, depth, out);
+		return table_to_json(L, idx, path, depth, raw, out);
 	case LUA_TLIGHTUSERDATA:
 		if (lua_touserdata(L, idx) == NULL) {
 			*out = json_null();
@@ -347,7 +363,7 @@ static int to_json(lua_State *L, int idx, mo_buf *path, int depth, json_t **out)
 	return fail(path, "a %s value is not JSON-serialisable", luaL_typename(L, idx));
 }
 
-int mo_lj_to_json(lua_State *L, int idx, const char *what, json_t **out)
+static int lj_to_json(lua_State *L, int idx, const char *what, int raw, json_t **out)
 {
 	mo_buf path = MO_BUF_INIT;
 	int rc;
@@ -358,14 +374,46 @@ int mo_lj_to_json(lua_State *L, int idx, const char *what, json_t **out)
 		mo_buf_free(&path);
 		return mo_error_set(MO_ENOMEM, "Lua stack overflow");
 	}
-	rc = to_json(L, idx, &path, 0, out);
+	rc = to_json(L, idx, &path, 0, raw, out);
 	mo_buf_free(&path);
 	return rc;
 }
 
+int mo_lj_to_json(lua_State *L, int idx, const char *what, json_t **out)
+{
+	return lj_to_json(L, idx, what, 0, out);
+}
+
+int mo_lj_to_json_raw(lua_State *L, int idx, const char *what, json_t **out)
+{
+	return lj_to_json(L, idx, what, 1, out);
+}
+
+json_t *mo_lj_escape(const json_t *v)
+{
+	size_t i;
+	const char *k;
+	json_t *x, *res;
+	if (json_is_object(v)) {
+		res = json_object();
+		json_object_foreach((json_t *)v, k, x) {
+			char *esc = k[0] == '$' ? mo_sprintf("$%s", k) : NULL;
+			json_object_set_new(res, esc ? esc : k, mo_lj_escape(x));
+			mo_free(esc);
+		}
+		return res;
+	}
+	if (json_is_array(v)) {
+		res = json_array();
+		json_array_foreach(v, i, x) json_array_append_new(res, mo_lj_escape(x));
+		return res;
+	}
+	return json_incref((json_t *)v);
+}
+
 /* ---- JSON -> Lua ------------------------------------------------------ */
 
-void mo_lj_push(lua_State *L, const json_t *v)
+static void push(lua_State *L, const json_t *v, int raw)
 {
 	size_t i;
 	const char *k;
@@ -373,20 +421,21 @@ void mo_lj_push(lua_State *L, const json_t *v)
 	luaL_checkstack(L, 4, "JSON too deeply nested");
 	switch (json_typeof(v)) {
 	case JSON_OBJECT:
-		if (mo_ref_is(v) || mo_tmpl_is(v) || mo_unknown_is(v)) {
+		if (!raw && (mo_ref_is(v) || mo_tmpl_is(v) || mo_unknown_is(v))) {
 			mo_lj_push_ref(L, v);
 			return;
 		}
 		lua_createtable(L, 0, (int)json_object_size(v));
 		json_object_foreach((json_t *)v, k, x) {
-			mo_lj_push(L, x);
-			lua_setfield(L, -2, k);
+			push(L, x, raw);
+			/* data's own "$..." keys are kept as "$$..." (see to_json) */
+			lua_setfield(L, -2, !raw && k[0] == '$' && k[1] == '$' ? k + 1 : k);
 		}
 		return;
 	case JSON_ARRAY:
 		lua_createtable(L, (int)json_array_size(v), 0);
 		json_array_foreach(v, i, x) {
-			mo_lj_push(L, x);
+			push(L, x, raw);
 			lua_rawseti(L, -2, (lua_Integer)i + 1);
 		}
 		luaL_setmetatable(L, ARRAY_MT);
@@ -413,6 +462,16 @@ void mo_lj_push(lua_State *L, const json_t *v)
 	}
 }
 
+void mo_lj_push(lua_State *L, const json_t *v)
+{
+	push(L, v, 0);
+}
+
+void mo_lj_push_raw(lua_State *L, const json_t *v)
+{
+	push(L, v, 1);
+}
+
 /* ---- the ctx.json driver ---------------------------------------------- */
 
 /* json.encode(value) -> string */
@@ -421,7 +480,7 @@ static int lj_encode(lua_State *L)
 	json_t *v;
 	char *s;
 	luaL_checkany(L, 1);
-	if (mo_lj_to_json(L, 1, "value", &v) < 0)
+	if (mo_lj_to_json_raw(L, 1, "value", &v) < 0)
 		return luaL_error(L, "json.encode: %s", mo_error_last()->message);
 	s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS);
 	json_decref(v);
@@ -444,7 +503,7 @@ static int lj_decode(lua_State *L)
 		lua_pushfstring(L, "invalid JSON at line %d column %d: %s", err.line, err.column, err.text);
 		return 2;
 	}
-	mo_lj_push(L, v);
+	mo_lj_push_raw(L, v);
 	json_decref(v);
 	return 1;
 }

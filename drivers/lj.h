@@ -36,6 +36,17 @@ int mo_lj_to_json(lua_State *L, int idx, const char *what, json_t **out);
 /* Push v as a Lua value (reference markers become references).  Stack: +1. */
 void mo_lj_push(lua_State *L, const json_t *v);
 
+/* Data keys starting with "$" are reserved for markers: the model
+ * conversions above keep a data key "$x" as "$$x" in JSON and give it back
+ * as "$x", so no plan, module or API response can forge a reference.  The
+ * raw variants convert plain JSON both ways (HTTP bodies, ctx.json): no
+ * escaping, no markers. */
+int mo_lj_to_json_raw(lua_State *L, int idx, const char *what, json_t **out);
+void mo_lj_push_raw(lua_State *L, const json_t *v);
+/* Plain JSON from outside (a --var-file) in the model's form: "$x" keys
+ * become "$$x".  New reference. */
+json_t *mo_lj_escape(const json_t *v);
+
 /* Push a new reference for marker (copied).  Stack: +1. */
 void mo_lj_push_ref(lua_State *L, const json_t *marker);
 /* The marker of the reference at idx, or NULL (borrowed). */

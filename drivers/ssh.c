@@ -291,10 +291,12 @@ static void op_fail(ssh_op *op, const char *fmt, ...)
 	mo_free(op->error);
 	op->failed = 1;
 	if (op->kind == OP_EXEC) {
-		size_t n = strlen(op->command);
+		/* the first line, at most CMD_EXCERPT bytes */
+		size_t n = strcspn(op->command, "\n");
+		int more = op->command[n] != '\0' || n > CMD_EXCERPT;
 		op->error = mo_sprintf("ctx.ssh.exec: %s@%s:%d: %s (command: %.*s%s)", c->user, c->host,
-				       c->port, msg, CMD_EXCERPT, op->command,
-				       n > CMD_EXCERPT ? "..." : "");
+				       c->port, msg, (int)(n > CMD_EXCERPT ? CMD_EXCERPT : n),
+				       op->command, more ? "..." : "");
 	} else {
 		op->error = mo_sprintf("ctx.ssh.%s: %s@%s:%d: %s (path: %s)", op_names[op->kind],
 				       c->user, c->host, c->port, msg, op->path);

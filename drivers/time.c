@@ -14,7 +14,6 @@
  * no I/O; invalid arguments raise a Lua error naming the function.
  */
 #include "drivers.h"
-#include "common.h"
 
 #include <lauxlib.h>
 #include <math.h>
@@ -42,8 +41,10 @@ static void check_time(lua_State *L, int arg, const char *fn, struct tm *tm)
 		t = wall_now();
 	} else {
 		if (lua_type(L, arg) != LUA_TNUMBER)
-			luaL_error(L, "ctx.time.%s: t must be a number of seconds since the epoch, "
-				   "got %s", fn, luaL_typename(L, arg));
+			luaL_error(L,
+				   "ctx.time.%s: t must be a number of seconds since the epoch, "
+				   "got %s",
+				   fn, luaL_typename(L, arg));
 		t = lua_tonumber(L, arg);
 		if (!(t >= T_MIN && t < T_MAX + 1.0))
 			luaL_error(L, "ctx.time.%s: t is out of range (years 1 to 9999)", fn);
@@ -84,8 +85,10 @@ static int l_iso8601(lua_State *L)
 	const char *fmt = "basic";
 	if (!lua_isnoneornil(L, 2)) {
 		if (lua_type(L, 2) != LUA_TSTRING)
-			return luaL_error(L, "ctx.time.iso8601: format must be \"basic\", "
-					  "\"extended\" or \"date\", got %s", luaL_typename(L, 2));
+			return luaL_error(L,
+					  "ctx.time.iso8601: format must be \"basic\", "
+					  "\"extended\" or \"date\", got %s",
+					  luaL_typename(L, 2));
 		fmt = lua_tostring(L, 2);
 	}
 	check_time(L, 1, "iso8601", &tm);
@@ -99,8 +102,10 @@ static int l_iso8601(lua_State *L)
 		snprintf(s, sizeof(s), "%04d%02d%02d", tm.tm_year + 1900, tm.tm_mon + 1,
 			 tm.tm_mday);
 	else
-		return luaL_error(L, "ctx.time.iso8601: format must be \"basic\", \"extended\" "
-				  "or \"date\", got \"%s\"", fmt);
+		return luaL_error(L,
+				  "ctx.time.iso8601: format must be \"basic\", \"extended\" "
+				  "or \"date\", got \"%s\"",
+				  fmt);
 	lua_pushstring(L, s);
 	return 1;
 }

@@ -358,7 +358,9 @@ static int phase_begin(exec *x, job *j)
 				return mo_error_set(MO_EINVAL, "%s: some properties are still unknown after "
 						    "their dependencies were applied", j->address);
 			j->masked = mo_mask(j->clear, j->rtype, x->secrets, x->key);
-			if (c->deferred) {
+			/* a deferred change is decided again now that its values are
+			 * known, unless its old object is already gone (split replace) */
+			if (c->deferred && c->destroy_half == SIZE_MAX) {
 				json_t *changed = NULL;
 				char *reason = NULL;
 				j->action = mo_decide(j->rtype, c->have, j->masked, &changed, &reason);
@@ -573,7 +575,8 @@ static int read_result(exec *x, job *j, lua_State *T, int nres)
 		/* recovery of a pending intent */
 		const char *status;
 		if (j->op->kind == MO_OP_DELETE) {
-			status = gone ? "done" : "absent";
+			/* a delete that did not happen leaves the object recorded */
+			status = gone ? "done" : "failed";
 			rc = mo_state_op_finish(x->st, j->op->id, status, gone ? NULL : "the object still exists",
 						NULL, gone ? known->address : NULL, NULL);
 		} else if (gone) {
@@ -588,7 +591,12 @@ static int read_result(exec *x, job *j, lua_State *T, int nres)
 		if (rc < 0)
 			x->fatal = rc;
 		else
-			emit(x, "recover", j, status, 0);
+			emit(x, "recover", j,
+			     !strcmp(status, "adopted") ? "adopted what the interrupted create made"
+			     : !strcmp(status, "failed") ? "the object still exists and stays recorded"
+			     : j->op->kind == MO_OP_CREATE && !strcmp(status, "absent")
+				     ? "the interrupted create made nothing"
+				     : gone ? "the object is gone" : status, 0);
 		(void)status;
 	}
 	j->phase = P_FINISH;
@@ -879,6 +887,7 @@ int mo_exec_apply(mo_changeset *cs, mo_plan *p, mo_state *st, mo_rt *rt, const m
 		job *j = &x.jobs[i];
 		mo_change *c = &cs->c[i];
 		j->c = c;
+		j->action = c->action; /* what a skip event reports if it never starts */
 		j->address = c->address;
 		j->inst = c->inst;
 		j->rtype = c->rtype;

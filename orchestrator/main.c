@@ -339,18 +339,20 @@ static int read_saved_plan(cli *c, const char *path, json_t **out)
 				int have = env && getenv(env);
 				mo_free(env);
 				if (!have) {
-					json_decref(doc);
-					return mo_error_set(MO_EINVAL, "%s: sensitive variable '%s' is not stored in "
-							    "saved plans: pass it again with --var or "
-							    "MECORCH_VAR_%s", path, k, k);
+					int rc = mo_error_set(MO_EINVAL, "%s: sensitive variable '%s' is not "
+							      "stored in saved plans: pass it again with "
+							      "--var or MECORCH_VAR_%s", path, k, k);
+					json_decref(doc); /* k lives in doc */
+					return rc;
 				}
 			}
 			continue;
 		}
 		if (json_object_get(c->vars, k)) {
-			json_decref(doc);
-			return mo_error_set(MO_EINVAL, "%s: variable '%s' is fixed by the saved plan; "
-					    "make a new plan to change it", path, k);
+			int rc = mo_error_set(MO_EINVAL, "%s: variable '%s' is fixed by the saved plan; "
+					      "make a new plan to change it", path, k);
+			json_decref(doc); /* k lives in doc */
+			return rc;
 		}
 		json_object_set(c->vars, k, v);
 	}

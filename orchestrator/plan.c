@@ -259,6 +259,12 @@ static int l_variable(lua_State *L)
 					  "--var-file, or set MECORCH_VAR_%s", name, name, name);
 		val = json_incref(d->def);
 	}
+	if (val != d->def) {
+		/* values from outside are data: their "$" keys cannot be markers */
+		json_t *esc = mo_lj_escape(val);
+		json_decref(val);
+		val = esc;
+	}
 	if (!type_matches(d->type, val)) {
 		const char *kind = json_kind(val);
 		json_decref(val);
@@ -400,7 +406,7 @@ static int l_output(lua_State *L)
 
 /* Run the function on top of sb's main stack (with nargs args) as a task
  * that must not wait for I/O; leaves nret results on the main stack. */
-static int run_pure(mo_sandbox *sb, int nargs, int nret, const char *label)
+static int run_pure(mo_sandbox *sb, int nargs, int nret, const char *label, int traceback)
 {
 	lua_State *L = mo_sandbox_L(sb), *T;
 	mo_task *t = NULL;
@@ -410,7 +416,7 @@ static int run_pure(mo_sandbox *sb, int nargs, int nret, const char *label)
 	rc = mo_task_resume(t, 0, &status, &nres);
 	if (rc < 0) {
 		const char *tb = mo_task_traceback(t);
-		if (tb && *tb) {
+		if (traceback && tb && *tb) {
 			char *msg = mo_sprintf("%s\n%s", mo_error_last()->message, tb);
 			if (msg) {
 				mo_error_set(rc, "%s", msg);
@@ -667,7 +673,7 @@ static int instance_load_code(mo_instance *in, mo_rt *rt, const mo_sandbox_limit
 	mo_drivers_open(L);
 	if ((rc = mo_sandbox_loadfile(in->sb, "module.lua")) < 0)
 		goto done;
-	if ((rc = run_pure(in->sb, 0, 1, "loading module.lua")) < 0)
+	if ((rc = run_pure(in->sb, 0, 1, "loading module.lua", 1)) < 0)
 		goto done;
 	if ((rc = module_validate(in, L)) < 0) {
 		lua_settop(L, 0);
@@ -1021,7 +1027,7 @@ static int declare_instance(mo_plan *p, mo_instance *in)
 	lua_pushlightuserdata(L, &dc);
 	lua_pushcclosure(L, l_moutput, 1);
 	lua_setfield(L, -2, "output");
-	rc = run_pure(in->sb, 2, 0, "declare()");
+	rc = run_pure(in->sb, 2, 0, "declare()", 1);
 	if (rc < 0)
 		goto done;
 	in->outputs = json_incref(dc.outputs);
@@ -1186,10 +1192,17 @@ int mo_plan_load(mo_plan **out, const mo_plan_opts *o)
 	lua_pushcclosure(L, l_output, 1);
 	lua_setfield(L, -2, "output");
 	lua_pop(L, 1);
-	if ((rc = mo_sandbox_loadfile(p->sb, p->path)) < 0)
+	/* the plan file is the user's input: its errors are invalid input,
+	 * reported at their file:line without a traceback */
+	if ((rc = mo_sandbox_loadfile(p->sb, p->path)) < 0 ||
+	    (rc = run_pure(p->sb, 0, 0, "plan", 0)) < 0) {
+		if (rc == MO_EMODULE) {
+			char msg[sizeof(mo_error_last()->message)];
+			snprintf(msg, sizeof(msg), "%s", mo_error_last()->message);
+			rc = mo_error_set(MO_EINVAL, "%s", msg);
+		}
 		goto fail;
-	if ((rc = run_pure(p->sb, 0, 0, "plan")) < 0)
-		goto fail;
+	}
 	/* every --var must name a declared variable */
 	json_object_foreach(o->vars, k, v) {
 		size_t i;

@@ -435,8 +435,7 @@ int mo_planner_run(mo_changeset **out, mo_plan *p, mo_resource **state, size_t n
 		for (size_t i = 0; i < nmain; i++) {
 			mo_change *h;
 			char *node;
-			if (cs->c[i].action != MO_ACT_REPLACE || cs->c[i].rtype->create_before_destroy ||
-			    cs->c[i].deferred)
+			if (cs->c[i].action != MO_ACT_REPLACE || cs->c[i].rtype->create_before_destroy)
 				continue;
 			if (!(node = mo_sprintf("%s#destroy", cs->c[i].address))) {
 				rc = mo_error_set(MO_ENOMEM, "out of memory");

@@ -15,6 +15,11 @@
  * clock.  Each one is logged on stdout and counted in /_stats, as is the
  * state every GET of a connection answered.
  *
+ * With --state-file the connections outlive the process: every change is
+ * written to the file (a temp file renamed over it) and read back at start,
+ * transitions in flight included (due times are wall-clock times), so a
+ * provider killed and restarted resumes where it stopped.
+ *
  * Validation follows the providers: a VLAN is 1..4094 (400), a (port, VLAN)
  * pair belongs to one live connection (409), a connection's bandwidth may
  * not exceed the speed of either port (422).  POST honours Idempotency-Key:
@@ -83,14 +88,14 @@ static const char *const state_names[ST_COUNT] = {
 static const char *const metros[] = { "AM1", "FR5", "LD8", "NY5" };
 
 typedef struct {
-	char id[16];
+	char id[24];
 	char name[32];
 	const char *location;
 	long speed_mbps;
 } fb_port;
 
 typedef struct {
-	char port_id[16];
+	char port_id[24];
 	long vlan;
 } fb_side;
 
@@ -103,9 +108,9 @@ typedef struct {
 	fb_state state;
 	bool modifying;              /* PENDING because of a bandwidth change */
 	bool will_fail;              /* the drawn outcome of the transition */
-	int64_t due_ms;              /* when the transition completes (monotonic) */
+	int64_t due_ms;              /* when the transition completes (wall clock) */
 	char failure_reason[256];
-	char created_at[32], updated_at[32];
+	char created_at[40], updated_at[40];
 	char key[FB_MAX_KEY + 1];    /* Idempotency-Key, or "" */
 	uint64_t version;
 } fb_conn;
@@ -131,6 +136,7 @@ typedef struct {
 	uint64_t served[ST_COUNT];   /* GETs of one connection, by the state answered */
 	long in_flight, max_in_flight;
 	const char *token;
+	const char *state_file;      /* --state-file, or NULL */
 
 	fb_port *ports;
 	int nports;
@@ -198,10 +204,11 @@ static uint64_t random_u64(void)
 	return v;
 }
 
+/* Wall-clock milliseconds: due times are saved in --state-file. */
 static int64_t now_ms(void)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -220,7 +227,7 @@ static void rfc3339_now(char *out, size_t n)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(out, n, "%s.%03ldZ", base, ts.tv_nsec / 1000000L);
+	snprintf(out, n, "%s.%03dZ", base, (int)(ts.tv_nsec / 1000000L) % 1000);
 }
 
 /* One event on stdout, flushed, so a test can follow what happened. */
@@ -281,25 +288,46 @@ static void reply_json(fb_reply *r, int status, json_t *j)
 		r->status = 500;
 }
 
-/* An RFC 7807 problem; code: a stable machine-readable error code. */
-static void reply_problem(fb_reply *r, int status, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static void reply_problem(fb_reply *r, int status, const char *code, const char *fmt, ...)
+/* An RFC 7807 problem; code: a stable machine-readable error code;
+ * conn_id: the connection the problem is about (a "connection_id" member),
+ * or NULL. */
+static void reply_problem_v(fb_reply *r, int status, const char *code, const char *conn_id,
+			    const char *fmt, va_list ap)
 {
 	char detail[512];
 	json_t *p;
-	va_list ap;
-	va_start(ap, fmt);
 	vsnprintf(detail, sizeof(detail), fmt, ap);
-	va_end(ap);
 	p = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank",
 		      "title", status_title(status), "status", status, "code", code,
 		      "detail", detail);
 	if (!p)
 		p = json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank",
 			      "title", status_title(status), "status", status, "code", code);
+	if (p && conn_id)
+		json_object_set_new(p, "connection_id", json_string(conn_id));
 	reply_json(r, status, p);
 	r->content_type = "application/problem+json";
+}
+
+static void reply_problem(fb_reply *r, int status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void reply_problem(fb_reply *r, int status, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	reply_problem_v(r, status, code, NULL, fmt, ap);
+	va_end(ap);
+}
+
+/* 409 VLAN_IN_USE naming the connection that holds the VLAN. */
+static void reply_vlan_in_use(fb_reply *r, const char *conn_id, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void reply_vlan_in_use(fb_reply *r, const char *conn_id, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	reply_problem_v(r, 409, "VLAN_IN_USE", conn_id, fmt, ap);
+	va_end(ap);
 }
 
 static void reply_empty(fb_reply *r, int status)
@@ -413,14 +441,20 @@ static void set_state(fb_server *s, fb_conn *k, fb_state to)
 	rfc3339_now(k->updated_at, sizeof(k->updated_at));
 }
 
+static void save_state(fb_server *s);
+
 /* Complete every transition that is due; remove deprovisioned
- * connections.  Caller holds srv->lock. */
+ * connections; save the state when anything changed.  Caller holds
+ * srv->lock. */
 static void settle_all(fb_server *s)
 {
 	int64_t now = now_ms();
 	size_t i = 0;
+	bool changed = false;
 	while (i < s->nconns) {
 		fb_conn *k = &s->conns[i];
+		if ((k->state == ST_PENDING || k->state == ST_DEPROVISIONING) && now >= k->due_ms)
+			changed = true;
 		if (k->state == ST_PENDING && now >= k->due_ms) {
 			if (!k->will_fail) {
 				if (k->modifying)
@@ -450,6 +484,8 @@ static void settle_all(fb_server *s)
 		}
 		i++;
 	}
+	if (changed)
+		save_state(s);
 }
 
 static json_t *conn_json(const fb_conn *k)
@@ -469,6 +505,103 @@ static json_t *conn_json(const fb_conn *k)
 			json_object_set_new(j, "idempotency_key", json_string(k->key));
 	}
 	return j;
+}
+
+/* ---- --state-file ----------------------------------------------------- */
+
+/* Save the connections to --state-file (a temp file renamed over it), so a
+ * restarted fabric resumes where it stopped, transitions in flight
+ * included.  Caller holds srv->lock. */
+static void save_state(fb_server *s)
+{
+	json_t *root, *arr;
+	char tmp[PATH_MAX];
+	if (!s->state_file)
+		return;
+	arr = json_array();
+	for (size_t i = 0; arr && i < s->nconns; i++) {
+		const fb_conn *k = &s->conns[i];
+		json_array_append_new(arr, json_pack(
+			"{s:s, s:s, s:s, s:I, s:s, s:I, s:I, s:I, s:s, s:b, s:b, s:I,"
+			" s:s, s:s, s:s, s:s, s:I}",
+			"id", k->id, "name", k->name,
+			"a_port", k->a.port_id, "a_vlan", (json_int_t)k->a.vlan,
+			"z_port", k->z.port_id, "z_vlan", (json_int_t)k->z.vlan,
+			"bandwidth_mbps", (json_int_t)k->bandwidth_mbps,
+			"prev_bandwidth_mbps", (json_int_t)k->prev_bandwidth_mbps,
+			"state", state_names[k->state], "modifying", k->modifying,
+			"will_fail", k->will_fail, "due_ms", (json_int_t)k->due_ms,
+			"failure_reason", k->failure_reason, "created_at", k->created_at,
+			"updated_at", k->updated_at, "key", k->key, "version", (json_int_t)k->version));
+	}
+	root = json_pack("{s:i, s:I, s:I, s:o}", "format", 1, "id_base", (json_int_t)s->id_base,
+			 "id_seq", (json_int_t)s->id_seq, "connections", arr);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", s->state_file);
+	if (!root || json_dump_file(root, tmp, JSON_COMPACT) != 0 || rename(tmp, s->state_file) != 0)
+		fprintf(stderr, "fabric: cannot save %s: %s\n", s->state_file, strerror(errno));
+	json_decref(root);
+}
+
+static void copy_field(char *dst, size_t cap, json_t *o, const char *k)
+{
+	const char *v = json_string_value(json_object_get(o, k));
+	snprintf(dst, cap, "%s", v ? v : "");
+}
+
+/* Load --state-file when it exists; -1 (with a message) when it is not a
+ * state this program saved. */
+static int load_state(fb_server *s)
+{
+	json_error_t err;
+	json_t *root, *arr, *o;
+	size_t i;
+	if (access(s->state_file, F_OK) != 0)
+		return 0;
+	if (!(root = json_load_file(s->state_file, 0, &err))) {
+		fprintf(stderr, "fabric: %s: %s\n", s->state_file, err.text);
+		return -1;
+	}
+	arr = json_object_get(root, "connections");
+	if (json_integer_value(json_object_get(root, "format")) != 1 || !json_is_array(arr) ||
+	    !(s->conns = calloc(json_array_size(arr) + 1, sizeof(*s->conns)))) {
+		fprintf(stderr, "fabric: %s is not a fabric state file\n", s->state_file);
+		json_decref(root);
+		return -1;
+	}
+	s->cap = json_array_size(arr) + 1;
+	s->id_base = (uint64_t)json_integer_value(json_object_get(root, "id_base"));
+	s->id_seq = (uint64_t)json_integer_value(json_object_get(root, "id_seq"));
+	json_array_foreach(arr, i, o) {
+		fb_conn *k = &s->conns[s->nconns++];
+		const char *st = json_string_value(json_object_get(o, "state"));
+		copy_field(k->id, sizeof(k->id), o, "id");
+		copy_field(k->name, sizeof(k->name), o, "name");
+		copy_field(k->a.port_id, sizeof(k->a.port_id), o, "a_port");
+		copy_field(k->z.port_id, sizeof(k->z.port_id), o, "z_port");
+		copy_field(k->failure_reason, sizeof(k->failure_reason), o, "failure_reason");
+		copy_field(k->created_at, sizeof(k->created_at), o, "created_at");
+		copy_field(k->updated_at, sizeof(k->updated_at), o, "updated_at");
+		copy_field(k->key, sizeof(k->key), o, "key");
+		k->a.vlan = (long)json_integer_value(json_object_get(o, "a_vlan"));
+		k->z.vlan = (long)json_integer_value(json_object_get(o, "z_vlan"));
+		k->bandwidth_mbps = (long)json_integer_value(json_object_get(o, "bandwidth_mbps"));
+		k->prev_bandwidth_mbps = (long)json_integer_value(json_object_get(o, "prev_bandwidth_mbps"));
+		k->modifying = json_is_true(json_object_get(o, "modifying"));
+		k->will_fail = json_is_true(json_object_get(o, "will_fail"));
+		k->due_ms = (int64_t)json_integer_value(json_object_get(o, "due_ms"));
+		k->version = (uint64_t)json_integer_value(json_object_get(o, "version"));
+		k->state = ST_GONE;
+		for (int j = 0; st && j < ST_GONE; j++)
+			if (strcmp(st, state_names[j]) == 0)
+				k->state = (fb_state)j;
+		if (!k->id[0] || k->state == ST_GONE) {
+			fprintf(stderr, "fabric: %s: connection %zu is malformed\n", s->state_file, i);
+			json_decref(root);
+			return -1;
+		}
+	}
+	json_decref(root);
+	return 0;
 }
 
 static json_t *port_json(const fb_server *s, const fb_port *p)
@@ -657,9 +790,10 @@ static void api_conn_create(fb_call *c, fb_reply *r)
 			goto done;
 		}
 		if ((held = vlan_holder(s, sides[i]->port_id, sides[i]->vlan, NULL))) {
-			reply_problem(r, 409, "VLAN_IN_USE",
-				      "vlan %ld on port %s is already used by connection %s (%s)",
-				      sides[i]->vlan, sides[i]->port_id, held->id, held->name);
+			reply_vlan_in_use(r, held->id,
+					  "vlan %ld on port %s is already used by connection %s (%s, %s)",
+					  sides[i]->vlan, sides[i]->port_id, held->id, held->name,
+					  state_names[held->state]);
 			goto done;
 		}
 	}
@@ -692,6 +826,7 @@ static void api_conn_create(fb_call *c, fb_reply *r)
 	rfc3339_now(n.created_at, sizeof(n.created_at));
 	snprintf(n.updated_at, sizeof(n.updated_at), "%s", n.created_at);
 	s->conns[s->nconns++] = n;
+	save_state(s);
 	logf_event("%s (%s): created PENDING: %s vlan %ld <-> %s vlan %ld, %ld Mbps", n.id, n.name,
 		   n.a.port_id, n.a.vlan, n.z.port_id, n.z.vlan, n.bandwidth_mbps);
 	reply_json(r, 201, conn_json(&n));
@@ -783,6 +918,7 @@ static void api_conn_patch(fb_call *c, fb_reply *r)
 			   conn->prev_bandwidth_mbps, bw);
 		set_state(s, conn, ST_PENDING);
 	}
+	save_state(s);
 	reply_json(r, 200, conn_json(conn));
 	settle_all(s);
 done:
@@ -804,6 +940,7 @@ static void api_conn_delete(fb_call *c, fb_reply *r)
 			k->modifying = false;
 			k->due_ms = now_ms() + s->cfg.deprovision_delay_ms;
 			set_state(s, k, ST_DEPROVISIONING);
+			save_state(s);
 		}
 		reply_json(r, 202, conn_json(k));
 		settle_all(s);
@@ -888,7 +1025,7 @@ static void ctl_stats(fb_call *c, fb_reply *r)
 	fb_server *s = c->srv;
 	json_t *req = json_object(), *resp = json_object(), *by_state = json_object();
 	json_t *trans = json_object(), *served = json_object();
-	char code[8], name[48];
+	char code[16], name[48];
 	pthread_mutex_lock(&s->lock);
 	settle_all(s);
 	for (int i = 0; i < FB_METHOD_COUNT; i++)
@@ -1023,6 +1160,7 @@ static void ctl_conns_delete(fb_call *c, fb_reply *r)
 	pthread_mutex_lock(&s->lock);
 	n = (json_int_t)s->nconns;
 	s->nconns = 0;
+	save_state(s);
 	pthread_mutex_unlock(&s->lock);
 	reply_json(r, 200, json_pack("{s:I}", "deleted", n));
 }
@@ -1226,6 +1364,7 @@ static void usage(FILE *f)
 	      "  --retry-after S             Retry-After seconds sent with 429 (default 1)\n"
 	      "  --seed N                    seed of the fault RNG (default: random)\n"
 	      "  --token T                   require 'Authorization: Bearer T' on the API\n"
+	      "  --state-file FILE           keep the connections in FILE across restarts\n"
 	      "  --help                      show this help\n"
 	      "\n"
 	      "See examples/lab/README.md for the API.\n", f);
@@ -1305,7 +1444,7 @@ static int write_port_file(const char *path, unsigned port)
 int main(int argc, char **argv)
 {
 	enum { O_LISTEN = 1, O_PORT_FILE, O_PORTS, O_SPEED, O_PDELAY, O_DDELAY, O_PFAIL,
-	       O_LATENCY, O_FAIL, O_429, O_RETRY, O_SEED, O_TOKEN, O_HELP };
+	       O_LATENCY, O_FAIL, O_429, O_RETRY, O_SEED, O_TOKEN, O_STATE, O_HELP };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "port-file", required_argument, NULL, O_PORT_FILE },
@@ -1320,6 +1459,7 @@ int main(int argc, char **argv)
 		{ "retry-after", required_argument, NULL, O_RETRY },
 		{ "seed", required_argument, NULL, O_SEED },
 		{ "token", required_argument, NULL, O_TOKEN },
+		{ "state-file", required_argument, NULL, O_STATE },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1355,6 +1495,7 @@ int main(int argc, char **argv)
 			seed = (uint64_t)v;
 			break;
 		case O_TOKEN: ok = *optarg != '\0'; srv.token = optarg; break;
+		case O_STATE: ok = *optarg != '\0'; srv.state_file = optarg; break;
 		case O_HELP: usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -1375,6 +1516,8 @@ int main(int argc, char **argv)
 	srv.rng = mix64(seed) | 1;
 	srv.id_base = random_u64();
 	json_object_seed(0);
+	if (srv.state_file && load_state(&srv) != 0)
+		goto done;
 	if (!(srv.ports = calloc((size_t)nports, sizeof(*srv.ports)))) {
 		fprintf(stderr, "fabric: out of memory\n");
 		goto done;

@@ -20,6 +20,11 @@
  * describes).  Every accepted reset, completed transition, consumed
  * override and Boot change is logged on stdout.
  *
+ * With --state-file the machines outlive the process, as hosts outlive a
+ * restart of their BMC: every change is written to the file (a temp file
+ * renamed over it) and read back at start, due times of transitions in
+ * flight included (they are wall-clock times).
+ *
  * Faults: --latency-ms (slept in the request's thread), --fail-rate
  * (500 InternalError / 503 ServiceTemporarilyUnavailable before anything is
  * done), --rate-429 (with Retry-After).  The control endpoints under /_
@@ -195,7 +200,7 @@ typedef struct {
 	bool pending_on;             /* ... towards On (else Off) */
 	bool pending_boot;           /* ... which boots the system (power-on, restart) */
 	char pending_type[24];       /* the ResetType that started it */
-	int64_t due_ms;              /* ... and when it completes (monotonic) */
+	int64_t due_ms;              /* ... and when it completes (wall clock) */
 	char boot_enabled[16];
 	char boot_target[16];
 	char boot_mode[8];
@@ -231,6 +236,7 @@ typedef struct {
 
 	const char *user, *password; /* Basic credentials, or NULL: no auth */
 	bool require_etag;           /* PATCH without If-Match: 428 */
+	const char *state_file;      /* --state-file, or NULL */
 	char instance[12];           /* random per process: part of every ETag */
 	char service_uuid[40];
 
@@ -313,10 +319,11 @@ static void uuid_from(uint64_t a, uint64_t b, char *out, size_t n)
 		 (unsigned long long)(b & 0xffffffffffffULL));
 }
 
+/* Wall-clock milliseconds: due times are saved in --state-file. */
 static int64_t now_ms(void)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -592,6 +599,89 @@ static rf_system *find_system(rf_server *s, const char *id)
 	return NULL;
 }
 
+/* ---- --state-file ----------------------------------------------------- */
+
+/* Save every system to --state-file (a temp file renamed over it), so a
+ * restarted BMC finds its machines as it left them, transitions in flight
+ * included: the hosts do not power off when their BMC restarts.  Caller
+ * holds srv->lock. */
+static void save_state(rf_server *s)
+{
+	json_t *root, *arr;
+	char tmp[PATH_MAX];
+	if (!s->state_file)
+		return;
+	arr = json_array();
+	for (int i = 0; arr && i < s->nsystems; i++) {
+		const rf_system *y = &s->systems[i];
+		json_array_append_new(arr, json_pack(
+			"{s:s, s:s, s:s, s:b, s:b, s:b, s:b, s:s, s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:I}",
+			"id", y->id, "uuid", y->uuid, "serial", y->serial, "on", y->on,
+			"pending", y->pending, "pending_on", y->pending_on,
+			"pending_boot", y->pending_boot, "pending_type", y->pending_type,
+			"due_ms", (json_int_t)y->due_ms, "boot_enabled", y->boot_enabled,
+			"boot_target", y->boot_target, "boot_mode", y->boot_mode,
+			"asset_tag", y->asset_tag, "generation", (json_int_t)y->generation,
+			"resets", (json_int_t)y->resets, "boots", (json_int_t)y->boots));
+	}
+	root = json_pack("{s:i, s:o}", "format", 1, "systems", arr);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", s->state_file);
+	if (!root || json_dump_file(root, tmp, JSON_COMPACT) != 0 || rename(tmp, s->state_file) != 0)
+		fprintf(stderr, "redfish: cannot save %s: %s\n", s->state_file, strerror(errno));
+	json_decref(root);
+}
+
+static void copy_field(char *dst, size_t cap, json_t *o, const char *k)
+{
+	const char *v = json_string_value(json_object_get(o, k));
+	if (v)
+		snprintf(dst, cap, "%s", v);
+}
+
+/* Load --state-file when it exists: systems with the same id take the
+ * saved state; -1 (with a message) when the file is not a saved state. */
+static int load_state(rf_server *s)
+{
+	json_error_t err;
+	json_t *root, *arr, *o;
+	size_t i;
+	if (access(s->state_file, F_OK) != 0)
+		return 0;
+	if (!(root = json_load_file(s->state_file, 0, &err))) {
+		fprintf(stderr, "redfish: %s: %s\n", s->state_file, err.text);
+		return -1;
+	}
+	arr = json_object_get(root, "systems");
+	if (json_integer_value(json_object_get(root, "format")) != 1 || !json_is_array(arr)) {
+		fprintf(stderr, "redfish: %s is not a redfish state file\n", s->state_file);
+		json_decref(root);
+		return -1;
+	}
+	json_array_foreach(arr, i, o) {
+		const char *id = json_string_value(json_object_get(o, "id"));
+		rf_system *y = id ? find_system(s, id) : NULL;
+		if (!y)
+			continue;
+		copy_field(y->uuid, sizeof(y->uuid), o, "uuid");
+		copy_field(y->serial, sizeof(y->serial), o, "serial");
+		copy_field(y->pending_type, sizeof(y->pending_type), o, "pending_type");
+		copy_field(y->boot_enabled, sizeof(y->boot_enabled), o, "boot_enabled");
+		copy_field(y->boot_target, sizeof(y->boot_target), o, "boot_target");
+		copy_field(y->boot_mode, sizeof(y->boot_mode), o, "boot_mode");
+		copy_field(y->asset_tag, sizeof(y->asset_tag), o, "asset_tag");
+		y->on = json_is_true(json_object_get(o, "on"));
+		y->pending = json_is_true(json_object_get(o, "pending"));
+		y->pending_on = json_is_true(json_object_get(o, "pending_on"));
+		y->pending_boot = json_is_true(json_object_get(o, "pending_boot"));
+		y->due_ms = (int64_t)json_integer_value(json_object_get(o, "due_ms"));
+		y->generation = (uint64_t)json_integer_value(json_object_get(o, "generation"));
+		y->resets = (uint64_t)json_integer_value(json_object_get(o, "resets"));
+		y->boots = (uint64_t)json_integer_value(json_object_get(o, "boots"));
+	}
+	json_decref(root);
+	return 0;
+}
+
 /* Complete y's power transition if it is due.  A transition that boots the
  * system consumes a one-time boot override.  Caller holds srv->lock. */
 static void settle(rf_server *s, rf_system *y, int64_t now)
@@ -618,6 +708,7 @@ static void settle(rf_server *s, rf_system *y, int64_t now)
 									       : "default boot order");
 		}
 	}
+	save_state(s);
 }
 
 static void settle_all(rf_server *s)
@@ -889,6 +980,7 @@ static void api_system_patch(rf_call *c, rf_reply *r)
 	s->patches++;
 	if (changed) {
 		y->generation++;
+		save_state(s);
 		logf_event("%s: PATCH: Boot override %s/%s (mode %s)", y->id, y->boot_enabled,
 			   y->boot_target, y->boot_mode);
 	}
@@ -972,6 +1064,7 @@ static void api_system_reset(rf_call *c, rf_reply *r)
 		y->due_ms = now_ms() + s->cfg.power_delay_ms;
 		logf_event("%s: Reset %s accepted: PowerState %s -> %s in %ld ms", y->id, type,
 			   y->on ? "On" : "Off", target_on ? "On" : "Off", s->cfg.power_delay_ms);
+		save_state(s);
 		settle(s, y, now_ms()); /* a zero delay completes at once */
 	}
 	reply_empty(r, 204);
@@ -1197,6 +1290,19 @@ static void api_dispatch(rf_call *c, rf_reply *r)
 			 *allow ? ", " : "", method_names[api_routes[i].method],
 			 api_routes[i].method == RF_GET ? ", HEAD" : "");
 	}
+	/* Beyond the service root, credentials come before 404 and 405: an
+	 * anonymous client learns nothing about what exists. */
+	if (strcmp(c->path, "/redfish") != 0 && strcmp(c->path, "/redfish/v1") != 0) {
+		pthread_mutex_lock(&s->lock);
+		if (!(ok = authorized(s, c->conn)))
+			s->auth_failures++;
+		pthread_mutex_unlock(&s->lock);
+		if (!ok) {
+			reply_error(r, 401, M_NO_SESSION, NULL);
+			r->www_auth = true;
+			return;
+		}
+	}
 	if (*allow) {
 		reply_error(r, 405, M_NOT_ALLOWED, NULL);
 		snprintf(r->allow, sizeof(r->allow), "%s", allow);
@@ -1224,7 +1330,7 @@ static void ctl_stats(rf_call *c, rf_reply *r)
 {
 	rf_server *s = c->srv;
 	json_t *req = json_object(), *resp = json_object();
-	char code[8];
+	char code[16];
 	pthread_mutex_lock(&s->lock);
 	settle_all(s);
 	for (int i = 0; i < RF_METHOD_COUNT; i++)
@@ -1550,6 +1656,7 @@ static void usage(FILE *f)
 	      "  --rate-429 F              answer a fraction F of API requests 429 (default 0)\n"
 	      "  --retry-after S           Retry-After seconds sent with 429 (default 1)\n"
 	      "  --seed N                  seed of the fault RNG (default: random)\n"
+	      "  --state-file FILE         keep the systems' state in FILE across restarts\n"
 	      "  --help                    show this help\n"
 	      "\n"
 	      "See examples/lab/README.md for the API.\n", f);
@@ -1656,7 +1763,7 @@ static int make_systems(rf_server *s, long n, bool numeric, bool on)
 int main(int argc, char **argv)
 {
 	enum { O_LISTEN = 1, O_PORT_FILE, O_SYSTEMS, O_IDS, O_POWER, O_DELAY, O_USER,
-	       O_PASSWORD, O_ETAG, O_LATENCY, O_FAIL, O_429, O_RETRY, O_SEED, O_HELP };
+	       O_PASSWORD, O_ETAG, O_LATENCY, O_FAIL, O_429, O_RETRY, O_SEED, O_STATE, O_HELP };
 	static const struct option opts[] = {
 		{ "listen", required_argument, NULL, O_LISTEN },
 		{ "port-file", required_argument, NULL, O_PORT_FILE },
@@ -1672,6 +1779,7 @@ int main(int argc, char **argv)
 		{ "rate-429", required_argument, NULL, O_429 },
 		{ "retry-after", required_argument, NULL, O_RETRY },
 		{ "seed", required_argument, NULL, O_SEED },
+		{ "state-file", required_argument, NULL, O_STATE },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1715,6 +1823,7 @@ int main(int argc, char **argv)
 			ok = parse_long(optarg, LONG_MIN, LONG_MAX, &v);
 			seed = (uint64_t)v;
 			break;
+		case O_STATE: ok = *optarg != '\0'; srv.state_file = optarg; break;
 		case O_HELP: usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -1745,6 +1854,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "redfish: out of memory\n");
 		goto done;
 	}
+	if (srv.state_file && load_state(&srv) != 0)
+		goto done;
 	pthread_mutex_init(&srv.lock, NULL);
 
 	signal(SIGPIPE, SIG_IGN);

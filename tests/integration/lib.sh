@@ -24,6 +24,7 @@
 #   mo_bg LOG ARGS...                 run mecorch in the background; sets BG_PID
 #   mo_wait PID                       wait for it; sets BG_RC
 #   state_pairs                       "collection id" of every resource in the state, sorted
+#   wait_for_lock                     until `lock list` shows a lock (bounded); prints it
 #
 #   check_rc DESC WANT                RC of the last `mo` equals WANT
 #   check_eq DESC WANT GOT
@@ -34,9 +35,16 @@
 #                                     labcloud's objects == the state's resources, by id,
 #                                     per collection; no duplicate name in a collection
 #   finish                            print "N passed, M failed" and exit 0 / 1
+#   say TEXT                          a "== TEXT" heading
+#   rand_below N / sleep_ms MS
 #
 # Every check prints one line "ok - DESC" or "FAIL - DESC" followed by what was
 # expected and what was seen.
+#
+# Other helper libraries (lib_cloud.sh, ...) append the pids of the servers
+# they start to IT_PIDS, or call _it_track PID (which also records the
+# process's start time, so that a recycled pid is never signalled); a test
+# that replaces the EXIT trap must call _it_cleanup from its own.
 
 set -u -o pipefail
 
@@ -70,7 +78,7 @@ LAB_URL=
 RC=0
 MO_N=0
 
-T=$(mktemp -d "${TMPDIR:-/tmp}/mecorch-it.XXXXXX")
+T=$(mktemp -d "${TMPDIR:-/tmp}/mo-it-$(basename "$0" .sh).XXXXXX")
 export MECORCH_STATE=$T/state.db
 export XDG_CACHE_HOME=$T/cache
 export NO_COLOR=1
@@ -82,11 +90,35 @@ OUT=$T/out
 ERR=$T/err
 cd "$T" || exit 1
 
+# The start time of process $1 (field 22 of /proc/PID/stat), or nothing.
+_it_starttime() {
+	sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20
+}
+
+# _it_track PID: add PID to IT_PIDS and remember its start time, so that a
+# recycled pid is never signalled (see _it_ours).
+declare -A _IT_START
+_it_track() {
+	IT_PIDS+=("$1")
+	_IT_START[$1]=$(_it_starttime "$1")
+}
+
+# Is pid $1 still the process that was tracked?  Pids added to IT_PIDS
+# directly (by other helper libraries) are trusted as they are.
+_it_ours() {
+	[ -z "${_IT_START[$1]:-}" ] && return 0
+	[ "$(_it_starttime "$1")" = "${_IT_START[$1]}" ]
+}
+
 _it_cleanup() {
 	local p
+	# No "Killed" job notices from this shell for the servers killed here.
+	exec 2>/dev/null
 	for p in "${IT_PIDS[@]}"; do
-		kill -CONT "$p" 2>/dev/null
-		kill -KILL "$p" 2>/dev/null
+		if _it_ours "$p"; then
+			kill -CONT "$p" 2>/dev/null
+			kill -KILL "$p" 2>/dev/null
+		fi
 	done
 	for p in "${IT_PIDS[@]}"; do
 		wait "$p" 2>/dev/null
@@ -166,7 +198,7 @@ check_true() {
 }
 
 check_out_has() {
-	if cat "$OUT" "$ERR" | grep -qF -- "$2"; then
+	if grep -qF -- "$2" "$OUT" "$ERR"; then
 		_pass "$1"
 	else
 		_fail "$1" "expected the output to contain: $2"
@@ -175,7 +207,7 @@ check_out_has() {
 }
 
 check_out_lacks() {
-	if cat "$OUT" "$ERR" | grep -qF -- "$2"; then
+	if grep -qF -- "$2" "$OUT" "$ERR"; then
 		_fail "$1" "expected the output not to contain: $2"
 		_last_output
 	else
@@ -221,7 +253,7 @@ mo_bg() {
 	BG_PID=$(cat "$log.pid")
 	_BG_SUB[$BG_PID]=$sub
 	_BG_LOG[$BG_PID]=$log
-	IT_PIDS+=("$BG_PID")
+	_it_track "$BG_PID"
 }
 
 # mo_wait PID: wait for a mo_bg run to end; BG_RC is its exit status (137
@@ -263,7 +295,7 @@ lab_start() {
 	rm -f "$pf"
 	"$LABCLOUD" --listen 127.0.0.1:0 --port-file "$pf" "$@" >>"$T/labcloud.log" 2>&1 &
 	LAB_PID=$!
-	IT_PIDS+=("$LAB_PID")
+	_it_track "$LAB_PID"
 	for i in $(seq 1 200); do
 		[ -s "$pf" ] && break
 		if ! kill -0 "$LAB_PID" 2>/dev/null; then

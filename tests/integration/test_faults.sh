@@ -3,7 +3,7 @@
 # (with Retry-After) to a large share of requests, requests timing out after
 # labcloud acted on them, a module handler raising an error (it fails its
 # dependents, not its siblings), and --fail-fast.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib.sh" || exit 1
 
 TIERS=$FIXTURES/plans/tiers.lua
 FLAT=$FIXTURES/plans/flat.lua
@@ -54,8 +54,9 @@ mo apply "$CHAINS" "${V[@]}" --auto-approve --json
 check_rc "apply exits 1" 1
 summary=$(jq -c 'select(.type == "summary") | [.created, .failed, .skipped]' "$OUT")
 check_eq "summary: 8 created, 1 failed, 1 not applied" "[8,1,1]" "$summary"
+line=$(grep -n 'error("injected failure' "$FIXTURES/modules/faulty/module.lua" | cut -d: -f1)
 check_eq "the error names the resource, the module, file:line and the message" \
-	"module.a_srv.object.bad create(): module a_srv: module.lua:63: injected failure creating bad" \
+	"module.a_srv.object.bad create(): module a_srv: module.lua:$line: injected failure creating bad" \
 	"$(jq -r 'select(.type == "summary") | .errors[0].message' "$OUT")"
 check_eq "the error carries a traceback" true \
 	"$(jq -r 'select(.type == "summary") | .errors[0].traceback | test("stack traceback")' "$OUT")"

@@ -3,7 +3,7 @@
 # an empty plan after it, a change of one input that updates exactly one
 # object, saved plans (applied as saved; refused once the state moved on),
 # outputs, and destroy leaving labcloud and the state empty.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib.sh" || exit 1
 
 PLAN=$FIXTURES/plans/tiers.lua
 lab_start
@@ -35,8 +35,8 @@ check_rc "output --json exits 0" 0
 net_id=$(lab_items networks | jq -r '.[0].id')
 check_eq "output network_id is labcloud's network id" "$net_id" "$(jq -r '.network_id.value' "$OUT")"
 check_eq "output server_ids maps the 3 servers to labcloud's ids" \
-	"$(lab_items servers | jq -c 'map({(.name): .id}) | add')" \
-	"$(jq -c '.server_ids.value' "$OUT")"
+	"$(lab_items servers | jq -cS 'map({(.name): .id}) | add')" \
+	"$(jq -cS '.server_ids.value' "$OUT")"
 check_eq "output gen" '"g0"' "$(jq -c '.gen.value' "$OUT")"
 mo output network_id
 check_rc "output NAME exits 0" 0
@@ -89,6 +89,18 @@ check_rc "apply of the stale saved plan exits 6" 6
 check_out_has "the refusal says why" "the state changed since the plan was saved"
 check_eq "labcloud still holds the in-between apply's value" "4 t4" "$(n1s1)"
 check_lab_matches_state "labcloud objects == state resources"
+
+say "saved plan made stale by a change of the plan file"
+sed "s|\"../../../iac-modules/lab/generic\"|\"$GENERIC\"|" "$PLAN" >"$T/tiers.lua"
+mo plan "$T/tiers.lua" "${V[@]}" --var tweak=t4 --detailed-exitcode
+check_rc "a copy of the plan plans the same (no change)" 0
+mo plan "$T/tiers.lua" "${V[@]}" --var tweak=t5 --out "$T/t5.plan"
+check_rc "plan --out exits 0" 0
+sed -i 's|"10." .. i .. ".0.0/24"|"10." .. i .. ".99.0/24"|' "$T/tiers.lua"
+check_true "(the copy was edited)" grep -q '99.0/24' "$T/tiers.lua"
+mo apply "$T/t5.plan" --auto-approve
+check_rc "apply of a saved plan whose plan file changed exits 6" 6
+check_eq "labcloud still holds the previous value" "4 t4" "$(n1s1)"
 
 say "destroy"
 mo destroy "$PLAN" "${V[@]}" --auto-approve

@@ -4,7 +4,7 @@
 # holds it and nothing afterwards; `lock unlock ID` releases the lock of a
 # live but stuck (SIGSTOPped) holder, and the next apply adopts what the
 # stuck run had in flight.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib.sh" || exit 1
 
 FLAT=$FIXTURES/plans/flat.lua
 lab_start --latency-ms 300

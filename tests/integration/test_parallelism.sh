@@ -2,7 +2,7 @@
 # test_parallelism.sh - --parallelism is the exact bound of actions in flight:
 # 200 independent objects, labcloud holding every request 300 ms, so the
 # bound is reached and labcloud's max_in_flight shows it.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib.sh" || exit 1
 
 FLAT=$FIXTURES/plans/flat.lua
 lab_start --latency-ms 300

@@ -138,6 +138,18 @@ local function must_get_system(ctx, props, uri)
     #names > 0 and table.concat(names, ", ") or "none"), 0)
 end
 
+-- A deadline timeout_s from now: returns a function that tells whether it
+-- has passed.  ctx.time is the wall clock; without it, the pauses are
+-- counted instead (note(ms) after each ctx.sleep).
+local function deadline(ctx, timeout_s)
+  if type(ctx.time) == "table" and type(ctx.time.now) == "function" then
+    local stop = ctx.time.now() + timeout_s
+    return function() return ctx.time.now() >= stop end, function() end
+  end
+  local slept = 0
+  return function() return slept >= timeout_s * 1000 end, function(ms) slept = slept + ms end
+end
+
 -- ---- power --------------------------------------------------------------
 
 local function power_outputs(sys)
@@ -159,8 +171,8 @@ local function power_props(props, sys)
 end
 
 -- Bring the system to PowerState `want`: Reset (On, or off_reset_type),
--- then poll until the system reports it.  A system already there is left
--- alone.  The timeout counts poll intervals (the sandbox has no clock).
+-- then poll until the system reports it, for at most timeout_s.  A system
+-- already there is left alone.
 local function ensure_power(ctx, props, want)
   local uri = system_uri(props.system)
   local sys = must_get_system(ctx, props, uri)
@@ -189,20 +201,19 @@ local function ensure_power(ctx, props, want)
   end
   ctx.log("info", string.format("%s: Reset %s accepted; waiting for PowerState %s",
     props.system, reset_type, want))
-  local waited, interval = 0, props.poll_interval_ms
-  local limit = props.timeout_s * 1000
+  local expired, slept = deadline(ctx, props.timeout_s)
   while true do
     sys = must_get_system(ctx, props, uri)
     if sys.PowerState == want then
       return sys
     end
-    if waited >= limit then
+    if expired() then
       error(string.format("system %s did not reach PowerState %s within %d s after Reset %s "
         .. "(it still reports %s)", props.system, want, props.timeout_s, reset_type,
         tostring(sys.PowerState)), 0)
     end
-    ctx.sleep(interval)
-    waited = waited + interval
+    ctx.sleep(props.poll_interval_ms)
+    slept(props.poll_interval_ms)
   end
 end
 
@@ -390,16 +401,22 @@ return {
           -- A crashed create counts only if the override is really there.
           return nil
         end
-        if props.enabled == "Once" and boot.BootSourceOverrideEnabled == "Disabled" and
-            boot.BootSourceOverrideTarget == props.target then
+        if props.enabled == "Once" and boot.BootSourceOverrideEnabled == "Disabled" then
           -- Redfish resets Enabled to Disabled, keeping the target, when the
-          -- system boots with a one-time override: it did what it was for.
-          -- It is not re-armed (that would boot the machine from the same
-          -- source at every reboot); bump `generation` to arm it again.
-          ctx.log("info", string.format("%s: the one-time boot override (%s) was consumed "
-            .. "by a boot; not re-armed (change `generation` to arm it again)",
-            props.system, props.target))
-          return props, { uri = uri, state = "consumed" }, uri
+          -- system boots with a one-time override: it did what it was for,
+          -- and it reads back as the Once override it was (with the target
+          -- the machine shows), so the plan stays empty.  It is not re-armed
+          -- (that would boot the machine from the same source at every
+          -- reboot); a new `generation` arms it again.  A target that is
+          -- not ours is drift, and the update that follows arms ours.
+          local now = boot_props(props, boot)
+          now.enabled = "Once"
+          if boot.BootSourceOverrideTarget == props.target then
+            ctx.log("info", string.format("%s: the one-time boot override (%s) was consumed "
+              .. "by a boot; not re-armed (change `generation` to arm it again)",
+              props.system, props.target))
+          end
+          return now, { uri = uri, state = "consumed" }, uri
         end
         -- Changed behind our back: report what is there.
         return boot_props(props, boot), { uri = uri, state = "changed" }, uri
@@ -411,9 +428,8 @@ return {
       ---@param new_props table
       ---@return table outputs
       update = function(ctx, id, old_props, new_props)
-        -- A new target, a consumed override being re-armed (new generation),
-        -- or a drifted one being put back: all one PATCH of what is wanted
-        -- (skipped when the system already has it).
+        -- A new target or mode, or a drifted override put back: one PATCH of
+        -- what is wanted (skipped when the system already has it).
         local sys = patch_boot(ctx, new_props, boot_want(new_props))
         return { uri = sys["@odata.id"], state = "armed" }
       end,
@@ -428,7 +444,11 @@ return {
         end
       end,
 
-      replace_on = { "endpoint", "system" },
+      -- A new generation is a new one-time override: replaced, so arming it
+      -- is a create, which is retried until it happens (an update that
+      -- failed would be recovered by reading back a generation the machine
+      -- cannot show).
+      replace_on = { "endpoint", "system", "generation" },
       sensitive = { "password" },
     },
   },
