@@ -80,7 +80,7 @@ done
 mo apply "$FLAT" "${HV[@]}" --auto-approve
 check_rc "the next apply takes the lock and exits 0" 0
 check_out_has "it adopts the object the stopped run's create made" \
-	"module.flat.object.o0001: pending operation of an interrupted run resolved (adopted)"
+	"module.flat.object.o0001: pending operation of an interrupted run resolved (adopted"
 check_out_has "and creates the other two" "2 created"
 kill -KILL "$HELD"
 mo_wait "$HELD"
