@@ -291,7 +291,7 @@ check_eq "the restarted provider listens on the same port" "$FB_URL" "http://127
 check_eq "it still has late (PENDING or done)" "$late_id" "$(fb_id late)"
 mo apply "$PLAN" "${V[@]}" "${V2[@]}" --auto-approve
 check_rc "the next apply recovers" 0
-has "the lost create is adopted" "module.ic.connection.late: pending operation of an interrupted run resolved (adopted
+has "the lost create is adopted" "module.ic.connection.late: pending operation of an interrupted run resolved (adopted"
 check_eq "late PROVISIONED, the connection the lost run made" "PROVISIONED 100 120 320 $late_id" \
 	"$(fb_conn late) $(fb_id late)"
 check_eq "one late connection, not two" 1 "$(fb_conns | jq '[.[] | select(.name == "late")] | length')"
