@@ -1238,8 +1238,8 @@ static int l_call(lua_State *L, int kind)
 	ssh_req r;
 	mo_rt *rt;
 	mo_task *t;
-	ssh_state *st;
-	ssh_conn *c;
+	ssh_state *st = NULL;
+	ssh_conn *c = NULL;
 	ssh_op *op;
 	ssh_anchor *a;
 	unsigned char keyid[32];

@@ -11,8 +11,9 @@
  *   put{..., path=, content=, mode=420} -> {size=, mode=}    over SFTP
  *   get{..., path=} -> {content=, mode=, size=}, or nil, message when the
  *     file does not exist
- * Any other failure raises a Lua error naming user@host:port and the
- * command or path; private keys never appear in messages or logs.
+ * Any other failure raises a Lua error naming user@host:port and the path
+ * or the command (its first line, at most 160 bytes); private keys never
+ * appear in messages or logs.  A non-zero exit status is not a failure.
  *
  * Host keys are always checked before authenticating: against the pinned
  * SHA256 fingerprint ("SHA256:<base64>", as `ssh-keygen -l -E sha256`

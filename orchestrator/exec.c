@@ -298,16 +298,31 @@ static mo_resource *record_for(job *j, const char *address, const char *id, json
  * what the state recorded, with the values it keeps only as keyed hashes
  * filled in from the plan's current values where the plan still declares
  * the resource (a token, say, is needed to reach the object).  New ref. */
-static json_t *props_for_existing(const json_t *stored, const json_t *declared)
+static json_t *props_for_existing(const exec *x, const json_t *stored, const json_t *declared)
 {
 	const char *k;
 	json_t *v, *res = json_deep_copy(stored);
-	if (!json_is_object(res) || !json_is_object(declared))
+	if (!json_is_object(res))
 		return res;
 	json_object_foreach(res, k, v) {
-		json_t *d = json_object_get(declared, k);
-		if (mo_secret_is_hash(v) && d && !mo_json_has_deferred(d))
+		json_t *d = json_is_object(declared) ? json_object_get(declared, k) : NULL, *s;
+		size_t i;
+		if (!mo_secret_is_hash(v))
+			continue;
+		if (d && !mo_json_has_deferred(d)) {
 			json_object_set(res, k, d);
+			continue;
+		}
+		/* no longer declared: the plan's sensitive value with that keyed hash */
+		json_array_foreach(x->secrets, i, s) {
+			json_t *h = mo_secret_hash(x->key, s);
+			int same = h && mo_json_equal(h, v);
+			json_decref(h);
+			if (same) {
+				json_object_set(res, k, s);
+				break;
+			}
+		}
 	}
 	return res;
 }
@@ -411,7 +426,7 @@ static int phase_begin(exec *x, job *j)
 			/* still declared (a replace, or a destroy run with the plan)? */
 			const mo_desired *d = c->want ? c->want
 				: x->cs && x->cs->plan ? mo_plan_find(x->cs->plan, j->address) : NULL;
-			props = props_for_existing(c->have->props, d ? d->props : NULL);
+			props = props_for_existing(x, c->have->props, d ? d->props : NULL);
 		}
 		rc = start_handler(x, j, "delete", c->have->id, 1, props, NULL, 0);
 		json_decref(props);
@@ -486,7 +501,7 @@ static int read_begin(exec *x, job *j)
 {
 	const mo_resource *known = x->kind == K_REFRESH ? j->rec : j->op->res;
 	mo_desired *d = x->p ? mo_plan_find(x->p, known->address) : NULL;
-	json_t *props = props_for_existing(known->props, d ? d->props : NULL);
+	json_t *props = props_for_existing(x, known->props, d ? d->props : NULL);
 	int rc;
 	if (x->kind == K_REFRESH) {
 		rc = start_handler(x, j, "read", j->rec->id, 1, props, NULL, 0);

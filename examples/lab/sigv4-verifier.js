@@ -26,6 +26,7 @@
  *   GET  /_verifier/stats   {"received", "verified", "forwarded", "rejected",
  *                            "upstream_errors", "rejections": [last 20 reasons]}
  *   POST /_verifier/reset   zero the counters
+ *   POST /_verifier/latency?ms=N   set --latency-ms while running
  *
  * Prints "sigv4-verifier listening on http://HOST:PORT -> UPSTREAM" once
  * listening.  SIGTERM/SIGINT stop it.
@@ -145,6 +146,17 @@ function xmlEscape(s) {
   return String(s).replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
+/* The error types the JSON protocols (DynamoDB, ...) answer for each case. */
+const JSON_ERRORS = {
+  MissingAuthenticationToken: 'MissingAuthenticationTokenException',
+  IncompleteSignature: 'IncompleteSignatureException',
+  InvalidAccessKeyId: 'UnrecognizedClientException',
+  SignatureDoesNotMatch: 'InvalidSignatureException',
+  RequestTimeTooSkewed: 'InvalidSignatureException',
+  XAmzContentSHA256Mismatch: 'InvalidSignatureException',
+  InvalidRequest: 'ValidationException',
+};
+
 function reject(req, res, why) {
   stats.rejected++;
   stats.rejections.push(`${req.method} ${req.url}: ${why.code}: ${why.message}`);
@@ -156,7 +168,7 @@ function reject(req, res, why) {
       `<Message>${xmlEscape(why.message)}</Message><Resource>${xmlEscape(req.url)}</Resource></Error>`;
   } else {
     type = 'application/x-amz-json-1.0';
-    body = JSON.stringify({ __type: `com.amazon.coral.service#${why.code}Exception`, message: why.message });
+    body = JSON.stringify({ __type: `com.amazon.coral.service#${JSON_ERRORS[why.code] || why.code}`, message: why.message });
   }
   res.writeHead(403, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body) });
   res.end(req.method === 'HEAD' ? undefined : body);
@@ -194,6 +206,9 @@ function control(req, res) {
   } else if (req.method === 'POST' && req.url === '/_verifier/reset') {
     Object.assign(stats, { received: 0, verified: 0, forwarded: 0, rejected: 0, upstream_errors: 0, rejections: [] });
     body = JSON.stringify(stats);
+  } else if (req.method === 'POST' && /^\/_verifier\/latency\?ms=\d+$/.test(req.url)) {
+    opts.latencyMs = Number(req.url.split('=')[1]);
+    body = JSON.stringify({ latency_ms: opts.latencyMs });
   } else {
     res.writeHead(404, { 'Content-Type': 'text/plain' });
     res.end('no such control endpoint\n');

@@ -1,8 +1,8 @@
 # lib_cloud.sh - the public-cloud lab of the integration tests: the npm
 # emulators (s3rver, dynalite, azurite) and the SigV4 verifier in front of
-# the AWS ones.  Source it after lib.sh (which provides $T, IT_PIDS, the
-# checks and `mo`); every process started here is added to IT_PIDS, so
-# lib.sh kills it on EXIT.
+# the AWS ones.  Source it after lib.sh (which provides $T, the checks and
+# `mo`); every process started here is tracked by lib.sh, which kills it on
+# EXIT.
 #
 #   cloud_require                 fail unless scripts/install-npm-lab was run
 #   free_port                     a free 127.0.0.1 port (bind 0, read it back)
@@ -18,6 +18,16 @@
 #   stop_pid PID [SIGNAL]         signal (default TERM) and reap a process
 
 NPM_BIN=$MO_SOURCE_DIR/examples/lab/npm/node_modules/.bin
+
+# Have lib.sh kill pid $1 on EXIT (with its start time, where lib.sh keeps
+# them, so a pid recycled after a stop_pid is never signalled).
+_cloud_track() {
+	if declare -F _it_track >/dev/null; then
+		_it_track "$1"
+	else
+		IT_PIDS+=("$1")
+	fi
+}
 VERIFIER=$MO_SOURCE_DIR/examples/lab/sigv4-verifier.js
 
 cloud_require() {
@@ -67,7 +77,7 @@ start_s3rver() {
 	mkdir -p "$2"
 	"$NPM_BIN/s3rver" -d "$2" -a 127.0.0.1 -p "$1" --silent >>"$T/s3rver.log" 2>&1 &
 	S3RVER_PID=$!
-	IT_PIDS+=("$S3RVER_PID")
+	_cloud_track "$S3RVER_PID"
 	wait_port "$1" "$S3RVER_PID" || { tail -n 5 "$T/s3rver.log" >&2; exit 1; }
 }
 
@@ -76,7 +86,7 @@ start_dynalite() {
 	"$NPM_BIN/dynalite" --host 127.0.0.1 --port "$1" --path "$2" --createTableMs 200 \
 		--deleteTableMs 200 --updateTableMs 200 >>"$T/dynalite.log" 2>&1 &
 	DYNALITE_PID=$!
-	IT_PIDS+=("$DYNALITE_PID")
+	_cloud_track "$DYNALITE_PID"
 	wait_port "$1" "$DYNALITE_PID" || { tail -n 5 "$T/dynalite.log" >&2; exit 1; }
 }
 
@@ -85,7 +95,7 @@ start_azurite() {
 	"$NPM_BIN/azurite-blob" --blobHost 127.0.0.1 --blobPort "$1" --location "$2" \
 		--disableTelemetry --silent >>"$T/azurite.log" 2>&1 &
 	AZURITE_PID=$!
-	IT_PIDS+=("$AZURITE_PID")
+	_cloud_track "$AZURITE_PID"
 	wait_port "$1" "$AZURITE_PID" || { tail -n 5 "$T/azurite.log" >&2; exit 1; }
 }
 
@@ -97,7 +107,7 @@ start_proxy() {
 	node "$VERIFIER" --upstream "http://127.0.0.1:$up" --port-file "$pf" "$@" \
 		>>"$T/$name.log" 2>&1 &
 	PROXY_PID=$!
-	IT_PIDS+=("$PROXY_PID")
+	_cloud_track "$PROXY_PID"
 	for i in $(seq 1 400); do
 		[ -s "$pf" ] && break
 		if ! kill -0 "$PROXY_PID" 2>/dev/null; then
@@ -124,14 +134,3 @@ state_ids() {
 		jq -r --arg t "$2" 'select(.type == $t) | .id' | LC_ALL=C sort
 }
 
-# check_output DESC TEXT: the last `mo`'s stdout or stderr contains TEXT (a
-# fixed string).  grep reads the files itself: no pipe whose writer a
-# matching `grep -q` could cut off under pipefail.
-check_output() {
-	if grep -qF -- "$2" "$OUT" "$ERR"; then
-		_pass "$1"
-	else
-		_fail "$1" "expected the output to contain: $2"
-		_last_output
-	fi
-}

@@ -109,7 +109,7 @@ cat >"$T/s3-v1.json" <<'EOF'
 EOF
 s3 "$T/s3-v1.json" apply
 check_rc "s3: apply creates 2 buckets and 3 objects" 0
-check_output "s3: the summary counts 5 creates" "5 created"
+check_out_has "s3: the summary counts 5 creates" "5 created"
 check_eq "s3: s3rver holds the buckets" "lab-alpha lab-beta" "$(echo $(s3_buckets))"
 check_eq "s3: s3rver holds the objects" \
 	"lab-alpha/data/blob.bin lab-alpha/docs/read me.txt lab-alpha/empty" "$(echo $(s3_objects))"
@@ -133,10 +133,10 @@ s3_direct -X PUT "$S3_DIRECT/lab-alpha/empty?tagging" \
 	--data-binary '<Tagging><TagSet><Tag><Key>x</Key><Value>y</Value></Tag></TagSet></Tagging>' >/dev/null
 s3 "$T/s3-v1.json" plan --detailed-exitcode
 check_rc "s3: plan reports the drift" 2
-check_output "s3: a changed object is drift" "module.s3.object.readme: drift detected (changed)"
-check_output "s3: a deleted object is drift" "module.s3.object.bin: drift detected (gone)"
-check_output "s3: changed tags are drift" "module.s3.object.empty: drift detected (changed)"
-check_output "s3: the plan shows the content going back" '~ content = "changed behind the back" -> "hello s3\n"'
+check_out_has "s3: a changed object is drift" "module.s3.object.readme: drift detected (changed)"
+check_out_has "s3: a deleted object is drift" "module.s3.object.bin: drift detected (gone)"
+check_out_has "s3: changed tags are drift" "module.s3.object.empty: drift detected (changed)"
+check_out_has "s3: the plan shows the content going back" '~ content = "changed behind the back" -> "hello s3\n"'
 s3 "$T/s3-v1.json" apply
 check_rc "s3: apply repairs the drift" 0
 check_eq "s3: the content is back" "hello s3" "$(s3_direct "$S3_DIRECT/lab-alpha/docs/read%20me.txt")"
@@ -155,7 +155,7 @@ cat >"$T/s3-v2.json" <<'EOF'
 EOF
 s3 "$T/s3-v2.json" apply
 check_rc "s3: apply of the changes" 0
-check_output "s3: content and tags are updated in place, key and bucket name replace" \
+check_out_has "s3: content and tags are updated in place, key and bucket name replace" \
 	"0 created, 2 updated, 2 replaced, 0 destroyed"
 check_eq "s3: buckets after the replace" "lab-alpha lab-beta-2" "$(echo $(s3_buckets))"
 check_eq "s3: objects after the replace" \
@@ -168,6 +168,17 @@ check_true "s3: tags-only update" grep -q '<Key>note</Key><Value>tags only</Valu
 s3 "$T/s3-v2.json" plan --detailed-exitcode
 check_rc "s3: plan after the update is empty" 0
 
+say "S3: a bucket renamed with the objects in it"
+jq '.buckets.alpha.name = "lab-alpha-2"' "$T/s3-v2.json" >"$T/s3-v2b.json"
+s3 "$T/s3-v2b.json" apply
+check_rc "s3: apply of the rename" 0
+check_out_has "s3: the bucket and its three objects are replaced" "0 created, 0 updated, 4 replaced, 0 destroyed"
+check_eq "s3: buckets after the rename" "lab-alpha-2 lab-beta-2" "$(echo $(s3_buckets))"
+check_eq "s3: the objects moved with it" \
+	"lab-alpha-2/data/blob-2.bin lab-alpha-2/docs/read me.txt lab-alpha-2/empty" "$(echo $(s3_objects))"
+s3 "$T/s3-v2b.json" plan --detailed-exitcode
+check_rc "s3: plan after the rename is empty" 0
+
 say "S3: what s3rver does not implement is reported, not faked"
 cat >"$T/s3-unsupported.json" <<'EOF'
 {"buckets": {"ver": {"name": "lab-ver", "versioning": true}, "tag": {"name": "lab-tag", "tags": {"a": "b"}}}}
@@ -175,13 +186,13 @@ EOF
 mo apply "$S3_PLAN" --state "$T/s3-unsupported.db" --var endpoint="$S3_ENDPOINT" --var access_key="$S3_KEY" \
 	--var secret_key="$S3_SECRET" --var-file "$T/s3-unsupported.json" --auto-approve
 check_rc "s3: versioning and bucket tags fail on s3rver" 1
-check_output "s3: the error names versioning" "this S3 endpoint does not implement bucket versioning"
-check_output "s3: the error names bucket tagging" "this S3 endpoint does not implement bucket tagging (501 NotImplemented"
+check_out_has "s3: the error names versioning" "this S3 endpoint does not implement bucket versioning"
+check_out_has "s3: the error names bucket tagging" "this S3 endpoint does not implement bucket tagging (501 NotImplemented"
 echo '{"buckets": {"ver": {"name": "lab-ver"}, "tag": {"name": "lab-tag"}}}' >"$T/s3-defaults.json"
 mo apply "$S3_PLAN" --state "$T/s3-unsupported.db" --var endpoint="$S3_ENDPOINT" --var access_key="$S3_KEY" \
 	--var secret_key="$S3_SECRET" --var-file "$T/s3-defaults.json" --auto-approve
 check_rc "s3: with the defaults the next apply adopts the two buckets" 0
-check_output "s3: nothing is created twice" "0 created, 0 updated, 0 replaced"
+check_out_has "s3: nothing is created twice" "0 created, 0 updated, 0 replaced"
 mo destroy "$S3_PLAN" --state "$T/s3-unsupported.db" --var endpoint="$S3_ENDPOINT" --var access_key="$S3_KEY" \
 	--var secret_key="$S3_SECRET" --var-file "$T/s3-defaults.json" --auto-approve
 check_rc "s3: destroy of the two buckets" 0
@@ -192,16 +203,16 @@ echo '{"buckets": {"denied": {"name": "lab-denied"}}}' >"$T/s3-denied.json"
 mo apply "$S3_PLAN" --state "$T/s3-denied.db" --var endpoint="$S3_ENDPOINT" --var access_key="$S3_KEY" \
 	--var secret_key=not-the-secret --var-file "$T/s3-denied.json" --auto-approve
 check_rc "s3: apply with a wrong secret fails" 1
-check_output "s3: the error says the signature is wrong" "403 SignatureDoesNotMatch"
-check_output "s3: the error says what to check" "check the module's access_key, secret_key and region"
-check_eq "s3: the bucket was not created" "lab-alpha lab-beta-2" "$(echo $(s3_buckets))"
+check_out_has "s3: the error says the signature is wrong" "403 SignatureDoesNotMatch"
+check_out_has "s3: the error says what to check" "check the module's access_key, secret_key and region"
+check_eq "s3: the bucket was not created" "lab-alpha-2 lab-beta-2" "$(echo $(s3_buckets))"
 S3_BAD=$(($(proxy_stat "$S3V_PORT" .rejected) - REJ0))
 check_true "s3: the verifier rejected the mis-signed request" test "$S3_BAD" -ge 1
 
 say "S3: s3rver killed in the middle of an apply"
 jq '.buckets.bulk = {"name": "lab-bulk"} |
 	.objects += ([range(1; 25)] | map({key: "bulk\(.)", value: {bucket: "bulk", key: "items/\(.)",
-		content: "object \(.)\n"}}) | from_entries)' "$T/s3-v2.json" >"$T/s3-v3.json"
+		content: "object \(.)\n"}}) | from_entries)' "$T/s3-v2b.json" >"$T/s3-v3.json"
 proxy_latency "$S3V_PORT" 200
 mo_bg "$T/s3-crash.log" apply "$S3_PLAN" --state "$T/s3.db" --var endpoint="$S3_ENDPOINT" \
 	--var access_key="$S3_KEY" --var secret_key="$S3_SECRET" --var-file "$T/s3-v3.json" \
@@ -258,7 +269,7 @@ cat >"$T/ddb-v1.json" <<'EOF'
 EOF
 ddb "$T/ddb-v1.json" apply
 check_rc "ddb: apply creates 2 tables and 3 items" 0
-check_output "ddb: the summary counts 5 creates" "5 created"
+check_out_has "ddb: the summary counts 5 creates" "5 created"
 check_eq "ddb: dynalite holds the tables" "lab-events lab-users" "$(echo $(ddb_tables))"
 check_eq "ddb: the table is ACTIVE and PAY_PER_REQUEST" "ACTIVE PAY_PER_REQUEST" \
 	"$(ddb_direct DescribeTable '{"TableName":"lab-users"}' | jq -r '"\(.Table.TableStatus) \(.Table.BillingModeSummary.BillingMode)"')"
@@ -283,11 +294,11 @@ for _ in $(seq 1 100); do
 done
 ddb "$T/ddb-v1.json" plan --detailed-exitcode
 check_rc "ddb: plan reports the drift" 2
-check_output "ddb: a changed item is drift" "module.ddb.item.ann: drift detected (changed)"
-check_output "ddb: the changed attribute" "~ attributes.age = 43 -> 42"
-check_output "ddb: a deleted item is drift" "module.ddb.item.bob: drift detected (gone)"
-check_output "ddb: an added tag is drift" '- tags.owner = "someone"'
-check_output "ddb: changed capacity is drift" "~ read_capacity = 5 -> 2"
+check_out_has "ddb: a changed item is drift" "module.ddb.item.ann: drift detected (changed)"
+check_out_has "ddb: the changed attribute" "~ attributes.age = 43 -> 42"
+check_out_has "ddb: a deleted item is drift" "module.ddb.item.bob: drift detected (gone)"
+check_out_has "ddb: an added tag is drift" '- tags.owner = "someone"'
+check_out_has "ddb: changed capacity is drift" "~ read_capacity = 5 -> 2"
 ddb "$T/ddb-v1.json" apply
 check_rc "ddb: apply repairs the drift" 0
 check_eq "ddb: the attribute is back" 42 \
@@ -303,7 +314,7 @@ jq '.tables.users.tags = {"env": "lab", "rev": "2"} |
 	.items.ann.attributes.age = 43 | .items.bob.key = {"pk": "u-robert"}' "$T/ddb-v1.json" >"$T/ddb-v2.json"
 ddb "$T/ddb-v2.json" apply
 check_rc "ddb: apply of the changes" 0
-check_output "ddb: billing, tags and attributes in place, the item key replaces" \
+check_out_has "ddb: billing, tags and attributes in place, the item key replaces" \
 	"1 created, 3 updated, 1 replaced, 0 destroyed"
 check_eq "ddb: billing mode switched" PAY_PER_REQUEST \
 	"$(ddb_direct DescribeTable '{"TableName":"lab-events"}' | jq -r .Table.BillingModeSummary.BillingMode)"
@@ -311,11 +322,24 @@ check_eq "ddb: items after the replace" "lab-users/pk=u-ann lab-users/pk=u-rober
 jq '.tables.empty.hash_key = {"name": "id", "type": "N"}' "$T/ddb-v2.json" >"$T/ddb-v3.json"
 ddb "$T/ddb-v3.json" apply
 check_rc "ddb: a key schema change" 0
-check_output "ddb: a key schema change replaces the table" "0 created, 0 updated, 1 replaced"
+check_out_has "ddb: a key schema change replaces the table" "0 created, 0 updated, 1 replaced"
 check_eq "ddb: the new key schema" "id N" \
 	"$(ddb_direct DescribeTable '{"TableName":"lab-empty"}' | jq -r '.Table.AttributeDefinitions[0] | "\(.AttributeName) \(.AttributeType)"')"
 ddb "$T/ddb-v3.json" plan --detailed-exitcode
 check_rc "ddb: plan after the update is empty" 0
+
+say "DynamoDB: a key schema change of a table with items"
+jq '.tables.users.range_key = "sk" | .items.ann.key.sk = "profile" | .items.bob.key.sk = "profile"' \
+	"$T/ddb-v3.json" >"$T/ddb-v3b.json"
+ddb "$T/ddb-v3b.json" apply
+check_rc "ddb: apply of the new key schema" 0
+check_out_has "ddb: the table and its two items are replaced" "0 created, 0 updated, 3 replaced, 0 destroyed"
+check_eq "ddb: the items under the new key" "lab-users/pk=u-ann,sk=profile lab-users/pk=u-robert,sk=profile" \
+	"$(echo $(ddb_items lab-users '["pk","sk"]'))"
+check_eq "ddb: the item's attributes came along" "Ann" \
+	"$(ddb_direct GetItem '{"TableName":"lab-users","Key":{"pk":{"S":"u-ann"},"sk":{"S":"profile"}}}' | jq -r .Item.name.S)"
+ddb "$T/ddb-v3b.json" plan --detailed-exitcode
+check_rc "ddb: plan after the new key schema is empty" 0
 
 say "DynamoDB: a wrong secret_key"
 REJ0=$(proxy_stat "$DDBV_PORT" .rejected)
@@ -323,8 +347,8 @@ echo '{"tables": {"denied": {"name": "lab-denied", "hash_key": "pk"}}}' >"$T/ddb
 mo apply "$DDB_PLAN" --state "$T/ddb-denied.db" --var endpoint="$DDB_ENDPOINT" --var access_key="$DDB_KEY" \
 	--var secret_key=not-the-secret --var-file "$T/ddb-denied.json" --auto-approve
 check_rc "ddb: apply with a wrong secret fails" 1
-check_output "ddb: the error says the signature is wrong" "DynamoDB refused CreateTable (403 InvalidSignatureException"
-check_output "ddb: the error says what to check" "check the module's access_key, secret_key and region"
+check_out_has "ddb: the error says the signature is wrong" "DynamoDB refused CreateTable (403 InvalidSignatureException"
+check_out_has "ddb: the error says what to check" "check the module's access_key, secret_key and region"
 check_eq "ddb: the table was not created" "lab-empty lab-events lab-users" "$(echo $(ddb_tables))"
 DDB_BAD=$(($(proxy_stat "$DDBV_PORT" .rejected) - REJ0))
 check_true "ddb: the verifier rejected the mis-signed request" test "$DDB_BAD" -ge 1
@@ -332,7 +356,7 @@ check_true "ddb: the verifier rejected the mis-signed request" test "$DDB_BAD" -
 say "DynamoDB: dynalite killed in the middle of an apply"
 jq '.tables.bulk = {"name": "lab-bulk", "hash_key": "id"} |
 	.items += ([range(1; 21)] | map({key: "bulk\(.)", value: {table: "bulk", key: {"id": "i\(.)"},
-		attributes: {n: .}}}) | from_entries)' "$T/ddb-v3.json" >"$T/ddb-v4.json"
+		attributes: {n: .}}}) | from_entries)' "$T/ddb-v3b.json" >"$T/ddb-v4.json"
 proxy_latency "$DDBV_PORT" 200
 mo_bg "$T/ddb-crash.log" apply "$DDB_PLAN" --state "$T/ddb.db" --var endpoint="$DDB_ENDPOINT" \
 	--var access_key="$DDB_KEY" --var secret_key="$DDB_SECRET" --var-file "$T/ddb-v4.json" \
@@ -355,7 +379,7 @@ ddb "$T/ddb-v4.json" plan --detailed-exitcode
 check_rc "ddb: plan after the recovery is empty" 0
 check_eq "ddb: state == dynalite (tables)" "$(state_ids "$T/ddb.db" table | tr '\n' ' ')" "$(ddb_tables | tr '\n' ' ')"
 check_eq "ddb: state == dynalite (items)" "$(state_ids "$T/ddb.db" item | tr '\n' ' ')" \
-	"$( (ddb_items lab-users '["pk"]'; ddb_items lab-bulk '["id"]'; ddb_items lab-events '["seq","stream"]') | LC_ALL=C sort | tr '\n' ' ')"
+	"$( (ddb_items lab-users '["pk","sk"]'; ddb_items lab-bulk '["id"]'; ddb_items lab-events '["seq","stream"]') | LC_ALL=C sort | tr '\n' ' ')"
 check_eq "ddb: 20 bulk items" 20 "$(ddb_items lab-bulk '["id"]' | grep -c .)"
 
 say "DynamoDB: destroy"

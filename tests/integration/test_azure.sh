@@ -107,7 +107,7 @@ cat >"$T/v1.json" <<'EOF'
 EOF
 az "$T/v1.json" apply
 check_rc "apply creates 3 containers and 3 blobs" 0
-check_output "the summary counts 6 creates" "6 created"
+check_out_has "the summary counts 6 creates" "6 created"
 check_eq "azurite holds the containers" "lab-logs lab-site lab-spare" "$(echo $(az_containers))"
 check_eq "azurite holds the blobs" "lab-logs/empty lab-logs/raw.bin lab-site/www/index page.html" \
 	"$(echo $(az_blobs))"
@@ -129,10 +129,10 @@ az_req PUT /lab-site "comp=metadata&restype=container" "" "" "x-ms-meta-env:prod
 az_req DELETE /lab-logs/raw.bin "" "" "" >/dev/null
 az "$T/v1.json" plan --detailed-exitcode
 check_rc "plan reports the drift" 2
-check_output "a changed blob is drift" "module.az.blob.index: drift detected (changed)"
-check_output "the plan shows the content going back" '~ content = "changed behind the back" -> "<h1>hello azure</h1>\n"'
-check_output "a deleted blob is drift" "module.az.blob.bin: drift detected (gone)"
-check_output "changed container metadata is drift" '~ metadata.env = "prod" -> "lab"'
+check_out_has "a changed blob is drift" "module.az.blob.index: drift detected (changed)"
+check_out_has "the plan shows the content going back" '~ content = "changed behind the back" -> "<h1>hello azure</h1>\n"'
+check_out_has "a deleted blob is drift" "module.az.blob.bin: drift detected (gone)"
+check_out_has "changed container metadata is drift" '~ metadata.env = "prod" -> "lab"'
 az "$T/v1.json" apply
 check_rc "apply repairs the drift" 0
 check_eq "the content is back" "<h1>hello azure</h1>" "$(az_get "/lab-site/www/index%20page.html")"
@@ -154,7 +154,7 @@ cat >"$T/v2.json" <<'EOF'
 EOF
 az "$T/v2.json" apply
 check_rc "apply of the changes" 0
-check_output "metadata and content in place, names replace" "0 created, 2 updated, 2 replaced, 0 destroyed"
+check_out_has "metadata and content in place, names replace" "0 created, 2 updated, 2 replaced, 0 destroyed"
 check_eq "containers after the replace" "lab-logs lab-site lab-spare-2" "$(echo $(az_containers))"
 check_eq "blobs after the replace" "lab-logs/empty lab-logs/raw-2.bin lab-site/www/index page.html" \
 	"$(echo $(az_blobs))"
@@ -164,6 +164,17 @@ check_true "the updated container metadata" grep -q '^x-ms-meta-owner: web' <(az
 az "$T/v2.json" plan --detailed-exitcode
 check_rc "plan after the update is empty" 0
 
+say "a container renamed with the blob in it"
+jq '.containers.site.name = "lab-site-2"' "$T/v2.json" >"$T/v2b.json"
+az "$T/v2b.json" apply
+check_rc "apply of the rename" 0
+check_out_has "the container and its blob are replaced" "0 created, 0 updated, 2 replaced, 0 destroyed"
+check_eq "blobs after the rename" "lab-logs/empty lab-logs/raw-2.bin lab-site-2/www/index page.html" \
+	"$(echo $(az_blobs))"
+check_true "the metadata came along" grep -q '^x-ms-meta-owner: web' <(az_head /lab-site-2 "restype=container")
+az "$T/v2b.json" plan --detailed-exitcode
+check_rc "plan after the rename is empty" 0
+
 # ---- a wrong key --------------------------------------------------------------
 
 say "a wrong account key"
@@ -172,13 +183,13 @@ WRONG_KEY=$(head -c 64 /dev/zero | tr '\0' 'k' | base64 -w0)
 mo apply "$PLAN" --state "$T/denied.db" --var endpoint="$ENDPOINT" --var account_key="$WRONG_KEY" \
 	--var-file "$T/denied.json" --auto-approve
 check_rc "apply with a wrong key fails" 1
-check_output "azurite refuses the signature" "403 AuthorizationFailure"
-check_output "the error says what to check" "check the module's account and account_key"
-check_eq "the container was not created" "lab-logs lab-site lab-spare-2" "$(echo $(az_containers))"
+check_out_has "azurite refuses the signature" "403 AuthorizationFailure"
+check_out_has "the error says what to check" "check the module's account and account_key"
+check_eq "the container was not created" "lab-logs lab-site-2 lab-spare-2" "$(echo $(az_containers))"
 mo plan "$PLAN" --state "$T/bad-key.db" --var endpoint="$ENDPOINT" --var account_key='not base64!' \
 	--var-file "$T/denied.json"
 check_rc "a key that is not base64 is refused at plan time (a module error)" 7
-check_output "the error names the key" "account_key: want the storage account key as base64 text"
+check_out_has "the error names the key" "account_key: want the storage account key as base64 text"
 
 # ---- azurite stopped in the middle of an apply --------------------------------
 
@@ -188,7 +199,7 @@ say "azurite stopped in the middle of an apply"
 # torn file that azurite refuses to start with).
 jq '.containers.bulk = {"name": "lab-bulk"} |
 	.blobs += ([range(1; 17)] | map({key: "bulk\(.)", value: {container: "bulk", name: "items/\(.)",
-		content: "blob \(.)\n", content_type: "text/plain"}}) | from_entries)' "$T/v2.json" >"$T/v3.json"
+		content: "blob \(.)\n", content_type: "text/plain"}}) | from_entries)' "$T/v2b.json" >"$T/v3.json"
 proxy_latency "$AZP_PORT" 300
 mo_bg "$T/crash.log" apply "$PLAN" --state "$T/az.db" --var endpoint="$ENDPOINT" \
 	--var account_key="$ACCOUNT_KEY" --var-file "$T/v3.json" --auto-approve \

@@ -194,10 +194,17 @@ local function bucket_props(props, versioning, tags)
 end
 
 -- Bucket versioning: true (Enabled), false (Suspended or never enabled).
--- An endpoint without versioning (501) has unversioned buckets: false.
+-- An endpoint without versioning has unversioned buckets: false.  That is
+-- a 501, or (s3rver 3.7, which does not route ?versioning at all) a 200
+-- whose document is not a VersioningConfiguration but the bucket listing.
 local function read_versioning(ctx, props)
   local resp = s3(ctx, props, "GET", bucket_url(props, props.name) .. "?versioning")
   if resp.status == 200 then
+    if not string.find(resp.body, "<VersioningConfiguration", 1, true) then
+      ctx.log("debug", "this S3 endpoint answers GetBucketVersioning without a "
+        .. "VersioningConfiguration: it has no versioning")
+      return false
+    end
     return xml.first(resp.body, "Status") == "Enabled"
   elseif resp.status == 501 then
     return false
@@ -213,7 +220,9 @@ local function write_versioning(ctx, props, enabled)
     .. (enabled and "Enabled" or "Suspended") .. "</Status></VersioningConfiguration>"
   local resp = s3(ctx, props, "PUT", bucket_url(props, props.name) .. "?versioning",
     xml_put(ctx, body))
-  if resp.status == 501 then
+  -- S3 never answers PutBucketVersioning with BucketAlreadyExists: that is
+  -- an endpoint that took the request for CreateBucket (s3rver 3.7).
+  if resp.status == 501 or (resp.status == 409 and resp.code == "BucketAlreadyExists") then
     not_implemented(resp, "bucket versioning")
   elseif resp.status ~= 200 then
     fail(resp, "PutBucketVersioning " .. props.name)
@@ -441,9 +450,10 @@ return {
     session_token = { type = "string?", sensitive = true,
       description = "session token of temporary credentials" },
     buckets = { type = "map", default = {},
-      description = "bucket -> { name = <bucket name, default the key>, versioning = bool, tags = map }" },
+      description = "bucket -> { name = <default the key>, versioning = bool, tags = map }" },
     objects = { type = "map", default = {},
-      description = "object -> { bucket, key = <default the object's name>, content | content_base64, content_type, tags }" },
+      description = "object -> { bucket, key = <default the key>, content | content_base64, "
+        .. "content_type, tags }" },
   },
 
   resources = {
@@ -631,6 +641,11 @@ return {
       end
       if o.content ~= nil and o.content_base64 ~= nil then
         error(where .. ": set content or content_base64, not both", 0)
+      end
+      local b64 = o.content_base64
+      if type(b64) == "string"
+          and (#b64 % 4 ~= 0 or not string.find(b64, "^[A-Za-z0-9+/]*=?=?$")) then
+        error(where .. ".content_base64: not base64 text", 0)
       end
       for _, f in ipairs({ "content", "content_base64", "content_type" }) do
         -- a string, or a reference to another resource's output
