@@ -46,12 +46,12 @@
 #include <sys/stat.h>
 
 #define SSH_DEFAULT_TIMEOUT_MS 300000L
-#define SSH_MAX_TIMEOUT_MS (24L * 3600 * 1000)
-#define SSH_DEFAULT_THREADS 8
-#define SSH_MAX_THREADS 64
-#define SSH_MAX_OUTPUT (64u << 20)    /* bytes of stdout, stderr or a file read back */
-#define SSH_CHUNK 32768
-#define CMD_EXCERPT 160               /* bytes of a command quoted in an error */
+#define SSH_MAX_TIMEOUT_MS     (24L * 3600 * 1000)
+#define SSH_DEFAULT_THREADS    8
+#define SSH_MAX_THREADS        64
+#define SSH_MAX_OUTPUT         (64u << 20) /* bytes of stdout, stderr or a file read back */
+#define SSH_CHUNK              32768
+#define CMD_EXCERPT            160 /* bytes of a command quoted in an error */
 
 /* ======================================================================
  * Run state: connection cache and ops
@@ -62,17 +62,21 @@ typedef struct ssh_conn {
 	char *host;
 	int port;
 	char *user;
-	unsigned char keyid[32];      /* SHA-256 of the key text or key file name */
+	unsigned char keyid[32]; /* SHA-256 of the key text or key file name */
 	/* the worker holding this entry's pool key only */
 	ssh_session s;
 	sftp_session sftp;
-	char server_fp[128];          /* "SHA256:..." of the key the server presented */
+	char server_fp[128]; /* "SHA256:..." of the key the server presented */
 	struct ssh_conn *next;
 } ssh_conn;
 
 typedef struct ssh_state ssh_state;
 
-enum { OP_EXEC, OP_PUT, OP_GET };
+enum {
+	OP_EXEC,
+	OP_PUT,
+	OP_GET
+};
 static const char *const op_names[] = { "exec", "put", "get" };
 
 typedef struct ssh_op {
@@ -82,20 +86,20 @@ typedef struct ssh_op {
 	char *key_text, *key_file;
 	char *pin, *known_hosts;
 	char *command;
-	char *input;                  /* exec: stdin; put: content */
+	char *input; /* exec: stdin; put: content */
 	size_t input_len;
 	int has_input;
 	char *path;
 	int mode;
 	long timeout_ms;
 	/* the result, written by the worker */
-	int failed;                   /* raise `error` in the module */
-	int not_found;                /* get: no such file (returned, not raised) */
+	int failed;    /* raise `error` in the module */
+	int not_found; /* get: no such file (returned, not raised) */
 	char *error;
-	int connected;                /* this op opened the session */
+	int connected; /* this op opened the session */
 	int status;
 	char signal[32];
-	mo_buf out, err;              /* exec: stdout, stderr; get: the content */
+	mo_buf out, err; /* exec: stdout, stderr; get: the content */
 	unsigned long rmode;
 	uint64_t rsize;
 	/* loop thread */
@@ -111,7 +115,7 @@ typedef struct ssh_op {
 struct ssh_state {
 	mo_pool *pool;
 	ssh_conn *conns;
-	ssh_op *ops;                  /* submitted, completion not yet delivered */
+	ssh_op *ops; /* submitted, completion not yet delivered */
 };
 
 typedef struct ssh_anchor {
@@ -213,7 +217,8 @@ static int state_get(ssh_state **out, mo_rt *rt)
 		char *end;
 		n = strtol(env, &end, 10);
 		if (*end || n < 1 || n > SSH_MAX_THREADS)
-			return mo_error_set(MO_EINVAL, "MECORCH_SSH_THREADS must be 1 to %d, not '%s'",
+			return mo_error_set(MO_EINVAL,
+					    "MECORCH_SSH_THREADS must be 1 to %d, not '%s'",
 					    SSH_MAX_THREADS, env);
 	}
 	if (!(st = mo_calloc(1, sizeof(*st))))
@@ -248,8 +253,8 @@ static void key_identity(unsigned char out[32], const char *key_text, const char
 
 /* The cache entry for op's (host, port, user, key), added if missing.
  * Loop thread. */
-static int conn_find(ssh_conn **out, ssh_state *st, const char *host, int port,
-		     const char *user, const unsigned char keyid[32])
+static int conn_find(ssh_conn **out, ssh_state *st, const char *host, int port, const char *user,
+		     const unsigned char keyid[32])
 {
 	ssh_conn *c;
 	for (c = st->conns; c; c = c->next)
@@ -294,9 +299,10 @@ static void op_fail(ssh_op *op, const char *fmt, ...)
 		/* the first line, at most CMD_EXCERPT bytes */
 		size_t n = strcspn(op->command, "\n");
 		int more = op->command[n] != '\0' || n > CMD_EXCERPT;
-		op->error = mo_sprintf("ctx.ssh.exec: %s@%s:%d: %s (command: %.*s%s)", c->user, c->host,
-				       c->port, msg, (int)(n > CMD_EXCERPT ? CMD_EXCERPT : n),
-				       op->command, more ? "..." : "");
+		op->error = mo_sprintf("ctx.ssh.exec: %s@%s:%d: %s (command: %.*s%s)", c->user,
+				       c->host, c->port, msg,
+				       (int)(n > CMD_EXCERPT ? CMD_EXCERPT : n), op->command,
+				       more ? "..." : "");
 	} else {
 		op->error = mo_sprintf("ctx.ssh.%s: %s@%s:%d: %s (path: %s)", op_names[op->kind],
 				       c->user, c->host, c->port, msg, op->path);
@@ -376,9 +382,12 @@ static void recorded_fingerprints(char *out, size_t outsz, const char *file, con
 		line[strcspn(line, "\r\n")] = '\0';
 		if (ssh_known_hosts_parse_line(name, line, &e) != SSH_OK || !e)
 			continue;
-		if (e->publickey && (type == SSH_KEYTYPE_UNKNOWN || ssh_key_type(e->publickey) == type) &&
-		    key_fingerprint(fp, sizeof(fp), e->publickey) == 0 && len + strlen(fp) + 3 < outsz)
-			len += (size_t)snprintf(out + len, outsz - len, "%s%s", len ? ", " : "", fp);
+		if (e->publickey &&
+		    (type == SSH_KEYTYPE_UNKNOWN || ssh_key_type(e->publickey) == type) &&
+		    key_fingerprint(fp, sizeof(fp), e->publickey) == 0 &&
+		    len + strlen(fp) + 3 < outsz)
+			len += (size_t)snprintf(out + len, outsz - len, "%s%s", len ? ", " : "",
+						fp);
 		ssh_knownhosts_entry_free(e);
 	}
 	fclose(f);
@@ -397,8 +406,10 @@ static int verify_host(ssh_op *op, ssh_conn *c)
 	if (op->pin) {
 		if (pin_matches(op->pin, c->server_fp))
 			return 0;
-		op_fail(op, "host key mismatch for %s:%d: expected %s, the server presented %s; "
-			"refusing to connect", c->host, c->port, op->pin, c->server_fp);
+		op_fail(op,
+			"host key mismatch for %s:%d: expected %s, the server presented %s; "
+			"refusing to connect",
+			c->host, c->port, op->pin, c->server_fp);
 		return -1;
 	}
 	/* NULL restores libssh's default files */
@@ -414,25 +425,32 @@ static int verify_host(ssh_op *op, ssh_conn *c)
 		return 0;
 	case SSH_KNOWN_HOSTS_CHANGED:
 		recorded_fingerprints(recorded, sizeof(recorded), op->known_hosts, c, type);
-		op_fail(op, "host key mismatch for %s:%d: %s records %s, the server presented %s; "
-			"refusing to connect", c->host, c->port, where,
-			*recorded ? recorded : "another key", c->server_fp);
+		op_fail(op,
+			"host key mismatch for %s:%d: %s records %s, the server presented %s; "
+			"refusing to connect",
+			c->host, c->port, where, *recorded ? recorded : "another key",
+			c->server_fp);
 		return -1;
 	case SSH_KNOWN_HOSTS_OTHER:
-		recorded_fingerprints(recorded, sizeof(recorded), op->known_hosts, c, SSH_KEYTYPE_UNKNOWN);
-		op_fail(op, "host key mismatch for %s:%d: %s records only keys of another type (%s), "
-			"the server presented %s; refusing to connect", c->host, c->port, where,
-			*recorded ? recorded : "unreadable", c->server_fp);
+		recorded_fingerprints(recorded, sizeof(recorded), op->known_hosts, c,
+				      SSH_KEYTYPE_UNKNOWN);
+		op_fail(op,
+			"host key mismatch for %s:%d: %s records only keys of another type (%s), "
+			"the server presented %s; refusing to connect",
+			c->host, c->port, where, *recorded ? recorded : "unreadable", c->server_fp);
 		return -1;
 	case SSH_KNOWN_HOSTS_UNKNOWN:
 	case SSH_KNOWN_HOSTS_NOT_FOUND:
-		op_fail(op, "unknown host key for %s:%d: the server presented %s, which %s does not "
+		op_fail(op,
+			"unknown host key for %s:%d: the server presented %s, which %s does not "
 			"record (expected: none); refusing to connect: pin it with host_key_sha256 or "
-			"add it to known_hosts", c->host, c->port, c->server_fp, where);
+			"add it to known_hosts",
+			c->host, c->port, c->server_fp, where);
 		return -1;
 	case SSH_KNOWN_HOSTS_ERROR:
 	default:
-		op_fail(op, "cannot check the host key of %s:%d (server presented %s) against %s: %s",
+		op_fail(op,
+			"cannot check the host key of %s:%d (server presented %s) against %s: %s",
 			c->host, c->port, c->server_fp, where, ssh_get_error(c->s));
 		return -1;
 	}
@@ -453,11 +471,14 @@ static int conn_open(ssh_op *op, ssh_conn *c, int64_t deadline)
 		rc = ssh_pki_import_privkey_file(op->key_file, NULL, NULL, NULL, &priv);
 	if (rc != SSH_OK) {
 		if (op->key_text)
-			op_fail(op, "cannot read the private key given in `key` (not an unencrypted "
+			op_fail(op,
+				"cannot read the private key given in `key` (not an unencrypted "
 				"PEM or OpenSSH private key)");
 		else
-			op_fail(op, "cannot read the private key file %s (missing, unreadable, "
-				"encrypted or not a private key)", op->key_file);
+			op_fail(op,
+				"cannot read the private key file %s (missing, unreadable, "
+				"encrypted or not a private key)",
+				op->key_file);
 		return -1;
 	}
 	if (!(c->s = ssh_new())) {
@@ -472,7 +493,8 @@ static int conn_open(ssh_op *op, ssh_conn *c, int64_t deadline)
 	if (op->pin || op->known_hosts) {
 		/* Only the given check counts; known_hosts also orders the host
 		 * key algorithms, so keep the default files out of it. */
-		ssh_options_set(c->s, SSH_OPTIONS_KNOWNHOSTS, op->known_hosts ? op->known_hosts : "/dev/null");
+		ssh_options_set(c->s, SSH_OPTIONS_KNOWNHOSTS,
+				op->known_hosts ? op->known_hosts : "/dev/null");
 		ssh_options_set(c->s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
 	}
 	session_timeout(c->s, deadline);
@@ -493,8 +515,10 @@ static int conn_open(ssh_op *op, ssh_conn *c, int64_t deadline)
 		if (rc == SSH_AUTH_ERROR)
 			op_fail(op, "authentication failed: %s", ssh_get_error(c->s));
 		else
-			op_fail(op, "authentication failed: the server refused the key for user %s "
-				"(publickey)", c->user);
+			op_fail(op,
+				"authentication failed: the server refused the key for user %s "
+				"(publickey)",
+				c->user);
 		goto fail;
 	}
 	ssh_key_free(priv);
@@ -524,8 +548,8 @@ static int drain(ssh_op *op, ssh_channel ch, int is_stderr, mo_buf *b)
 	int total = 0, n;
 	while ((n = ssh_channel_read_nonblocking(ch, buf, sizeof(buf), is_stderr)) > 0) {
 		if (b->len + (size_t)n > SSH_MAX_OUTPUT) {
-			op_fail(op, "the command's %s exceeds %u MiB", is_stderr ? "stderr" : "stdout",
-				SSH_MAX_OUTPUT >> 20);
+			op_fail(op, "the command's %s exceeds %u MiB",
+				is_stderr ? "stderr" : "stdout", SSH_MAX_OUTPUT >> 20);
 			return -1;
 		}
 		if (mo_buf_put(b, buf, (size_t)n) < 0) {
@@ -535,7 +559,8 @@ static int drain(ssh_op *op, ssh_channel ch, int is_stderr, mo_buf *b)
 		total += n;
 	}
 	if (n == SSH_ERROR) {
-		op_fail(op, "reading the command's output: %s", ssh_get_error(ssh_channel_get_session(ch)));
+		op_fail(op, "reading the command's output: %s",
+			ssh_get_error(ssh_channel_get_session(ch)));
 		return -1;
 	}
 	return total;
@@ -629,7 +654,8 @@ static int do_exec(ssh_op *op, ssh_conn *c, int64_t deadline, int *retry, int *b
 		/* wait for output (stderr is picked up on the next turn) */
 		if (ssh_channel_poll_timeout(ch, (int)(left < 100 ? left : 100), 0) == SSH_ERROR) {
 			*broken = 1;
-			op_fail(op, "connection lost while the command ran: %s", ssh_get_error(c->s));
+			op_fail(op, "connection lost while the command ran: %s",
+				ssh_get_error(c->s));
 			goto done;
 		}
 	}
@@ -656,20 +682,34 @@ done:
 static const char *sftp_errstr(int code)
 {
 	switch (code) {
-	case SSH_FX_EOF: return "end of file";
-	case SSH_FX_NO_SUCH_FILE: return "no such file or directory";
-	case SSH_FX_PERMISSION_DENIED: return "permission denied";
-	case SSH_FX_FAILURE: return "failure";
-	case SSH_FX_BAD_MESSAGE: return "bad message";
-	case SSH_FX_NO_CONNECTION: return "no connection";
-	case SSH_FX_CONNECTION_LOST: return "connection lost";
-	case SSH_FX_OP_UNSUPPORTED: return "operation unsupported";
-	case SSH_FX_INVALID_HANDLE: return "invalid handle";
-	case SSH_FX_NO_SUCH_PATH: return "no such path";
-	case SSH_FX_FILE_ALREADY_EXISTS: return "file already exists";
-	case SSH_FX_WRITE_PROTECT: return "write protected";
-	case SSH_FX_NO_MEDIA: return "no media";
-	default: return "unknown SFTP error";
+	case SSH_FX_EOF:
+		return "end of file";
+	case SSH_FX_NO_SUCH_FILE:
+		return "no such file or directory";
+	case SSH_FX_PERMISSION_DENIED:
+		return "permission denied";
+	case SSH_FX_FAILURE:
+		return "failure";
+	case SSH_FX_BAD_MESSAGE:
+		return "bad message";
+	case SSH_FX_NO_CONNECTION:
+		return "no connection";
+	case SSH_FX_CONNECTION_LOST:
+		return "connection lost";
+	case SSH_FX_OP_UNSUPPORTED:
+		return "operation unsupported";
+	case SSH_FX_INVALID_HANDLE:
+		return "invalid handle";
+	case SSH_FX_NO_SUCH_PATH:
+		return "no such path";
+	case SSH_FX_FILE_ALREADY_EXISTS:
+		return "file already exists";
+	case SSH_FX_WRITE_PROTECT:
+		return "write protected";
+	case SSH_FX_NO_MEDIA:
+		return "no media";
+	default:
+		return "unknown SFTP error";
 	}
 }
 
@@ -776,8 +816,8 @@ static int do_get(ssh_op *op, ssh_conn *c, int64_t deadline, int *retry, int *br
 		*retry = *broken;
 		if (!*broken && sftp_get_error(c->sftp) == SSH_FX_NO_SUCH_FILE) {
 			op->not_found = 1;
-			op->error = mo_sprintf("%s@%s:%d: %s: no such file", c->user, c->host, c->port,
-					       op->path);
+			op->error = mo_sprintf("%s@%s:%d: %s: no such file", c->user, c->host,
+					       c->port, op->path);
 			return 0;
 		}
 		op_fail(op, "cannot stat: %s", why);
@@ -841,9 +881,15 @@ static void op_work(void *ud)
 			return;
 		}
 		switch (op->kind) {
-		case OP_EXEC: rc = do_exec(op, c, deadline, &retry, &broken); break;
-		case OP_PUT: rc = do_put(op, c, deadline, &retry, &broken); break;
-		default: rc = do_get(op, c, deadline, &retry, &broken); break;
+		case OP_EXEC:
+			rc = do_exec(op, c, deadline, &retry, &broken);
+			break;
+		case OP_PUT:
+			rc = do_put(op, c, deadline, &retry, &broken);
+			break;
+		default:
+			rc = do_get(op, c, deadline, &retry, &broken);
+			break;
 		}
 		if (broken)
 			conn_close(c);
@@ -1010,7 +1056,8 @@ static void op_done(void *ud)
 	if (op->connected && op->rt->log) {
 		char msg[512];
 		snprintf(msg, sizeof(msg), "connected to %s@%s:%d, host key %s", op->conn->user,
-			 op->conn->host, op->conn->port, op->conn->server_fp[0] ? op->conn->server_fp : "?");
+			 op->conn->host, op->conn->port,
+			 op->conn->server_fp[0] ? op->conn->server_fp : "?");
 		op->rt->log(op->rt->log_ud, "ssh", "debug", msg);
 	}
 	if (lua_checkstack(main, 3)) {
@@ -1042,7 +1089,7 @@ static int call_k(lua_State *L, int status, lua_KContext base)
 /* ---- argument parsing --------------------------------------------------- */
 
 typedef struct {
-	const char *fn;               /* "ctx.ssh.exec" */
+	const char *fn; /* "ctx.ssh.exec" */
 	const char *host, *user, *key, *key_file, *pin, *known_hosts;
 	const char *command, *input, *path;
 	size_t input_len;
@@ -1051,10 +1098,9 @@ typedef struct {
 	long timeout_ms;
 } ssh_req;
 
-static const char *const common_fields[] = {
-	"host", "port", "user", "key", "key_file", "host_key_sha256", "known_hosts", "timeout_ms",
-	NULL
-};
+static const char *const common_fields[] = { "host",        "port",       "user",
+					     "key",         "key_file",   "host_key_sha256",
+					     "known_hosts", "timeout_ms", NULL };
 static const char *const exec_fields[] = { "command", "stdin", NULL };
 static const char *const put_fields[] = { "path", "content", "mode", NULL };
 static const char *const get_fields[] = { "path", NULL };
@@ -1083,8 +1129,10 @@ static const char *str_field(lua_State *L, const ssh_req *r, const char *k, int 
 		s = lua_tolstring(L, -1, len);
 		break;
 	case LUA_TTABLE:
-		luaL_error(L, "%s: field '%s' must be a string (a sensitive value read back from "
-			   "state is only a hash: keep it set in the plan)", r->fn, k);
+		luaL_error(L,
+			   "%s: field '%s' must be a string (a sensitive value read back from "
+			   "state is only a hash: keep it set in the plan)",
+			   r->fn, k);
 		break;
 	default:
 		luaL_error(L, "%s: field '%s' must be a string", r->fn, k);
@@ -1102,7 +1150,8 @@ static lua_Integer int_field(lua_State *L, const ssh_req *r, const char *k, lua_
 		int isnum = 0;
 		v = lua_tointegerx(L, -1, &isnum);
 		if (!isnum || v < lo || v > hi)
-			luaL_error(L, "%s: field '%s' must be an integer from %I to %I", r->fn, k, lo, hi);
+			luaL_error(L, "%s: field '%s' must be an integer from %I to %I", r->fn, k,
+				   lo, hi);
 	}
 	lua_pop(L, 1);
 	return v;
@@ -1110,8 +1159,9 @@ static lua_Integer int_field(lua_State *L, const ssh_req *r, const char *k, lua_
 
 static void parse_req(lua_State *L, int kind, ssh_req *r)
 {
-	const char *const *extra = kind == OP_EXEC ? exec_fields : kind == OP_PUT ? put_fields
-										  : get_fields;
+	const char *const *extra = kind == OP_EXEC ? exec_fields :
+				   kind == OP_PUT  ? put_fields :
+						     get_fields;
 	memset(r, 0, sizeof(*r));
 	r->fn = kind == OP_EXEC ? "ctx.ssh.exec" : kind == OP_PUT ? "ctx.ssh.put" : "ctx.ssh.get";
 	if (lua_type(L, 1) != LUA_TTABLE)
@@ -1137,25 +1187,31 @@ static void parse_req(lua_State *L, int kind, ssh_req *r)
 	r->key = str_field(L, r, "key", 0, NULL);
 	r->key_file = str_field(L, r, "key_file", 0, NULL);
 	if (!r->key == !r->key_file)
-		luaL_error(L, "%s: give exactly one of 'key' (the private key's text) and 'key_file'",
+		luaL_error(L,
+			   "%s: give exactly one of 'key' (the private key's text) and 'key_file'",
 			   r->fn);
 	if ((r->key && !*r->key) || (r->key_file && !*r->key_file))
-		luaL_error(L, "%s: field '%s' must not be empty", r->fn, r->key ? "key" : "key_file");
+		luaL_error(L, "%s: field '%s' must not be empty", r->fn,
+			   r->key ? "key" : "key_file");
 	r->pin = str_field(L, r, "host_key_sha256", 0, NULL);
 	r->known_hosts = str_field(L, r, "known_hosts", 0, NULL);
 	if (r->pin && r->known_hosts)
-		luaL_error(L, "%s: fields 'host_key_sha256' and 'known_hosts' are exclusive", r->fn);
+		luaL_error(L, "%s: fields 'host_key_sha256' and 'known_hosts' are exclusive",
+			   r->fn);
 	if (r->pin) {
 		const char *b = strncmp(r->pin, "SHA256:", 7) == 0 ? r->pin + 7 : r->pin;
-		if (strlen(b) < 40 || strspn(b, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-					    "0123456789+/=") != strlen(b))
-			luaL_error(L, "%s: field 'host_key_sha256' must be a SHA256 fingerprint as "
-				   "ssh-keygen -l prints it (SHA256:<base64>)", r->fn);
+		if (strlen(b) < 40 ||
+		    strspn(b, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+			      "0123456789+/=") != strlen(b))
+			luaL_error(L,
+				   "%s: field 'host_key_sha256' must be a SHA256 fingerprint as "
+				   "ssh-keygen -l prints it (SHA256:<base64>)",
+				   r->fn);
 	}
 	if (r->known_hosts && !*r->known_hosts)
 		luaL_error(L, "%s: field 'known_hosts' must not be empty", r->fn);
-	r->timeout_ms = (long)int_field(L, r, "timeout_ms", SSH_DEFAULT_TIMEOUT_MS, 1,
-					SSH_MAX_TIMEOUT_MS);
+	r->timeout_ms =
+		(long)int_field(L, r, "timeout_ms", SSH_DEFAULT_TIMEOUT_MS, 1, SSH_MAX_TIMEOUT_MS);
 	switch (kind) {
 	case OP_EXEC:
 		r->command = str_field(L, r, "command", 1, NULL);

@@ -501,8 +501,14 @@ static int read_begin(exec *x, job *j)
 {
 	const mo_resource *known = x->kind == K_REFRESH ? j->rec : j->op->res;
 	mo_desired *d = x->p ? mo_plan_find(x->p, known->address) : NULL;
-	json_t *props = props_for_existing(x, known->props, d ? d->props : NULL);
+	json_t *props;
 	int rc;
+	if (x->kind == K_RECOVER && d && !mo_json_has_deferred(d->props))
+		/* the plan's current props: a recorded value that was wrong (a
+		 * host key, an endpoint) must not block every later run */
+		props = json_deep_copy(d->props);
+	else
+		props = props_for_existing(x, known->props, d ? d->props : NULL);
 	if (x->kind == K_REFRESH) {
 		rc = start_handler(x, j, "read", j->rec->id, 1, props, NULL, 0);
 	} else {
@@ -732,6 +738,22 @@ static void job_run(exec *x, job *j, int nargs)
 				lua_State *T = mo_task_thread(j->task);
 				rc = j->phase == P_READ || j->phase == P_RECOVER ? read_result(x, j, T, nres)
 										   : phase_result(x, j, T, nres);
+			} else if (x->kind == K_RECOVER && j->op->kind != MO_OP_CREATE) {
+				/* read() cannot tell what an interrupted update or delete
+				 * did: an update taints the resource (the next plan
+				 * replaces it), a delete leaves it recorded */
+				int upd = j->op->kind == MO_OP_UPDATE;
+				char *msg = mo_sprintf("%s: %s", j->label, mo_error_last()->message);
+				rc = mo_state_op_finish(x->st, j->op->id, upd ? "tainted" : "failed", msg, NULL,
+							NULL, upd ? j->op->res->address : NULL);
+				if (rc < 0)
+					x->fatal = rc;
+				else
+					emit(x, "recover", j, upd ? "could not read it back: tainted, it will be replaced"
+								  : "could not read it back: it stays recorded", 0);
+				mo_free(msg);
+				j->phase = P_FINISH;
+				rc = 0;
 			} else {
 				char *msg = mo_sprintf("%s: %s", j->label, mo_error_last()->message);
 				job_failed(x, j, msg ? msg : "error", mo_task_traceback(j->task));

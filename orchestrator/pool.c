@@ -33,11 +33,11 @@ struct mo_pool {
 	pthread_cond_t cv;
 	pool_job *head, *tail;
 	pthread_t *threads;
-	const void **running;   /* key of the job each worker runs (NULL: none or unkeyed) */
-	int size;               /* maximum number of workers */
-	int nthreads;           /* workers started */
-	int idle;               /* workers waiting for a job */
-	int queued;             /* jobs in the queue */
+	const void **running; /* key of the job each worker runs (NULL: none or unkeyed) */
+	int size;             /* maximum number of workers */
+	int nthreads;         /* workers started */
+	int idle;             /* workers waiting for a job */
+	int queued;           /* jobs in the queue */
 	int stopping;
 };
 

@@ -37,6 +37,11 @@ check_lacks() {
 	fi
 }
 
+# the lab's packages (ping, sudo, sshd), should the machine lack them
+if ! command -v ping >/dev/null || ! command -v sudo >/dev/null || [ ! -x /usr/sbin/sshd ]; then
+	"$MO_SOURCE_DIR/scripts/install-ssh-lab" >/dev/null
+fi
+
 SITES=$MO_SOURCE_DIR/examples/lab/sites.sh
 PLAN=$MO_SOURCE_DIR/plans/lab-interconnect.lua
 LABDIR=$(mktemp -d /tmp/mecorch-sites.XXXXXX)

@@ -5,9 +5,9 @@
 # changed behind mecorch's back: refresh reports it, apply restores it); a
 # killed service (read notices the dead pid, apply restarts it) and a changed
 # command (restart with the new one); a user removed behind mecorch's back and
-# a changed shell; a private key passed as a sensitive variable (works, and
-# never reaches the state or the output in clear); destroy (file, service,
-# user gone; the package stays installed).
+# a changed shell; a private key passed as a sensitive variable (apply, plan
+# and destroy work; the key never reaches the state or the output in clear);
+# destroy (file, service, user gone; the package stays installed).
 # Needs root (namespaces, test users, sshd) and sudo; skipped otherwise.
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -37,6 +37,11 @@ check_lacks() {
 		_pass "$1"
 	fi
 }
+
+# the lab's packages (sudo, sshd), should the machine lack them
+if ! command -v sudo >/dev/null || [ ! -x /usr/sbin/sshd ]; then
+	"$MO_SOURCE_DIR/scripts/install-ssh-lab" >/dev/null
+fi
 
 SITES=$MO_SOURCE_DIR/examples/lab/sites.sh
 MODULE=$MO_SOURCE_DIR/iac-modules/bare-metal/ssh-host
@@ -196,8 +201,9 @@ MECORCH_VAR_key_text=$(cat "$LAB_KEY") mo plan "$T/keyplan.lua" --state "$T/key.
 check_rc "plan is empty (refresh logs in with the declared key)" 0
 check_lacks "the key text is not in the output" "$KEY_LINE"
 check_true "the key text is not in the state" bash -c "! grep -qF -- '$KEY_LINE' '$T/key.db'"
-"$MECORCH" state rm module.k.file.f --state "$T/key.db" </dev/null >/dev/null 2>&1
-rm -f "$R/keyed.txt"
+MECORCH_VAR_key_text=$(cat "$LAB_KEY") mo destroy "$T/keyplan.lua" --state "$T/key.db" --auto-approve
+check_rc "destroy with the key text succeeds (the plan's value behind the stored hash)" 0
+check_true "the file is gone" test ! -e "$R/keyed.txt"
 
 # ---- destroy -------------------------------------------------------------------
 

@@ -5,9 +5,11 @@
  * streams, large stdin and stdout, timeouts, SFTP put/get with modes, host
  * key checks (pinned fingerprint, known_hosts, unknown and mismatching
  * keys, with a marker file proving nothing ran), key errors, connection
- * reuse (counted in sshd's log) and parallel work on two hosts.
+ * reuse (counted in sshd's log) and parallel work on two hosts; and the
+ * worker pool underneath (per-key serialisation, completions on the loop).
  *
- * Needs root (to add the test user and run sshd); skipped otherwise.
+ * The SSH tests need root (to add the test user and run sshd) and are
+ * skipped otherwise.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,35 +20,39 @@
 #include "common.h"
 #include "drivers.h"
 #include "loop.h"
+#include "pool.h"
 #include "runtime.h"
 #include "sandbox.h"
 #include "ssh.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <lauxlib.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define TEST_USER "mosshunit"
-#define SSHD "/usr/sbin/sshd"
+#define SSHD      "/usr/sbin/sshd"
 
 static struct {
 	int up;
 	char dir[64];
 	int port[2];
 	pid_t pid[2];
-	char fp[2][128];          /* SHA256:... of each server's host key */
-	char pub[2][512];         /* "ssh-ed25519 AAAA..." */
+	char fp[2][128];  /* SHA256:... of each server's host key */
+	char pub[2][512]; /* "ssh-ed25519 AAAA..." */
 	char key[128], badkey[128];
 	char *keytext;
 	char log[2][128];
@@ -135,6 +141,15 @@ static int start_sshd(int i)
 		snprintf(lab.log[i], sizeof(lab.log[i]), "%s/sshd%d.log", lab.dir, i);
 		lab.pid[i] = fork();
 		if (lab.pid[i] == 0) {
+			/* not holding the test runner's pipes, and gone with us even
+			 * when a crash skips the teardown */
+			int null = open("/dev/null", O_RDWR);
+			prctl(PR_SET_PDEATHSIG, SIGTERM);
+			if (null >= 0) {
+				dup2(null, 0);
+				dup2(null, 1);
+				dup2(null, 2);
+			}
 			execl(SSHD, SSHD, "-D", "-f", cfg, "-E", lab.log[i], (char *)NULL);
 			_exit(127);
 		}
@@ -169,18 +184,22 @@ static int group_setup(void **state)
 	if (sh("mkdir -p /run/sshd && chmod 755 /run/sshd") ||
 	    sh("cd %s && for k in host0 host1 client other; do ssh-keygen -q -t ed25519 -N '' "
 	       "-C mecorch-test -f $k || exit 1; done && cp client.pub authorized_keys && "
-	       "chmod 644 authorized_keys && mkdir -p home && chmod 755 home", lab.dir))
+	       "chmod 644 authorized_keys && mkdir -p home && chmod 755 home",
+	       lab.dir))
 		return -1;
 	/* The account: /bin/sh, no password, but not locked (sshd refuses
 	 * locked accounts when UsePAM is off). */
-	if (sh("if id -u " TEST_USER " >/dev/null 2>&1; then usermod -d %s/home -s /bin/sh -p '*' "
-	       TEST_USER "; else useradd -M -d %s/home -s /bin/sh " TEST_USER " && usermod -p '*' "
-	       TEST_USER "; fi && chown " TEST_USER " %s/home", lab.dir, lab.dir, lab.dir))
+	if (sh("if id -u " TEST_USER
+	       " >/dev/null 2>&1; then usermod -d %s/home -s /bin/sh -p '*' " TEST_USER
+	       "; else useradd -M -d %s/home -s /bin/sh " TEST_USER " && usermod -p '*' " TEST_USER
+	       "; fi && chown " TEST_USER " %s/home",
+	       lab.dir, lab.dir, lab.dir))
 		return -1;
 	for (int i = 0; i < 2; i++) {
 		char cmd[256];
 		snprintf(cmd, sizeof(cmd), "ssh-keygen -l -E sha256 -f %s/host%d.pub", lab.dir, i);
-		if (sh_line(line, sizeof(line), cmd) < 0 || sscanf(line, "%*d %127s", lab.fp[i]) != 1)
+		if (sh_line(line, sizeof(line), cmd) < 0 ||
+		    sscanf(line, "%*d %127s", lab.fp[i]) != 1)
 			return -1;
 		snprintf(cmd, sizeof(cmd), "cut -d' ' -f1,2 %s/host%d.pub", lab.dir, i);
 		if (sh_line(lab.pub[i], sizeof(lab.pub[i]), cmd) < 0)
@@ -322,7 +341,8 @@ static void jobs_run(mo_rt *rt, job *jobs, int n)
 			if (jobs[i].done || !jobs[i].woken)
 				continue;
 			jobs[i].woken = 0;
-			jobs[i].rc = mo_task_resume(jobs[i].t, jobs[i].nargs, &status, &jobs[i].nres);
+			jobs[i].rc =
+				mo_task_resume(jobs[i].t, jobs[i].nargs, &status, &jobs[i].nres);
 			jobs[i].done = jobs[i].rc < 0 || status == MO_TASK_DONE;
 		}
 	}
@@ -336,11 +356,16 @@ static int run1(mo_rt *rt, mo_sandbox *sb, const char *chunk, job *j)
 	return j->rc;
 }
 
-#define LAB_OR_SKIP() do { if (!lab.up) skip(); } while (0)
+#define LAB_OR_SKIP()           \
+	do {                    \
+		if (!lab.up)    \
+			skip(); \
+	} while (0)
 
 /* Connection fields for server 1 with the pinned fingerprint. */
-#define CONN1 "host = P.host, port = P.port1, user = P.user, key_file = P.key_file, " \
-	      "host_key_sha256 = P.fp1"
+#define CONN1                                                                   \
+	"host = P.host, port = P.port1, user = P.user, key_file = P.key_file, " \
+	"host_key_sha256 = P.fp1"
 
 /* ---- tests -------------------------------------------------------------- */
 
@@ -399,7 +424,8 @@ static void test_ssh_exec_large(void **state)
 		"local ctx, P, big = ...\n"
 		"local h = ctx.ssh.exec{ " CONN1 ", command = 'sha256sum', stdin = big }\n"
 		"local e = ctx.ssh.exec{ " CONN1 ", command = 'cat', stdin = big }\n"
-		"local o = ctx.ssh.exec{ " CONN1 ", command = \"head -c 2500000 /dev/zero | tr '\\\\0' x\" }\n"
+		"local o = ctx.ssh.exec{ " CONN1
+		", command = \"head -c 2500000 /dev/zero | tr '\\\\0' x\" }\n"
 		"return h.stdout:sub(1, 64), e.stdout == big, #o.stdout, o.stdout:sub(-3)\n";
 	lua_State *L;
 	int status = 0;
@@ -459,8 +485,10 @@ static void test_ssh_timeout(void **state)
 	assert_int_equal(mo_sandbox_new(&sb, NULL, "ssh test", &rt, NULL), 0);
 	assert_int_equal(run1(&rt, sb, chunk, &j), 0);
 	assert_false(lua_toboolean(mo_task_thread(j.t), -3));
-	snprintf(want, sizeof(want), "ctx.ssh.exec: " TEST_USER "@127.0.0.1:%d: timed out after 500 ms "
-		 "(command: echo $$ > %s/sleeper.pid; exec sleep 30)", lab.port[0], lab.dir);
+	snprintf(want, sizeof(want),
+		 "ctx.ssh.exec: " TEST_USER "@127.0.0.1:%d: timed out after 500 ms "
+		 "(command: echo $$ > %s/sleeper.pid; exec sleep 30)",
+		 lab.port[0], lab.dir);
 	assert_string_equal(lua_tostring(mo_task_thread(j.t), -2), want);
 	/* the session was dropped; the next call gets a new one */
 	assert_string_equal(lua_tostring(mo_task_thread(j.t), -1), "after\n");
@@ -487,7 +515,8 @@ static void test_ssh_put_get(void **state)
 		"local w2 = ctx.ssh.put{ " CONN1 ", path = f .. '2', content = 'first version' }\n"
 		"w2 = ctx.ssh.put{ " CONN1 ", path = f .. '2', content = 'short', mode = 416 }\n"
 		"local none, msg = ctx.ssh.get{ " CONN1 ", path = f .. '.missing' }\n"
-		"local ok, err = pcall(ctx.ssh.put, { " CONN1 ", path = P.dir .. '/home/no/such', content = 'x' })\n"
+		"local ok, err = pcall(ctx.ssh.put, { " CONN1
+		", path = P.dir .. '/home/no/such', content = 'x' })\n"
 		"return w.size, w.mode, r.content, r.mode, r.size, w2.size, w2.mode, none, msg, ok, err\n";
 	(void)state;
 	LAB_OR_SKIP();
@@ -504,14 +533,15 @@ static void test_ssh_put_get(void **state)
 	assert_int_equal(len, 6);
 	assert_int_equal(lua_tointeger(th, -8), 0600);
 	assert_int_equal(lua_tointeger(th, -7), 6);
-	assert_int_equal(lua_tointeger(th, -6), 5);        /* truncated, not overlaid */
-	assert_int_equal(lua_tointeger(th, -5), 0640);     /* an existing file's mode changes too */
+	assert_int_equal(lua_tointeger(th, -6), 5);    /* truncated, not overlaid */
+	assert_int_equal(lua_tointeger(th, -5), 0640); /* an existing file's mode changes too */
 	assert_true(lua_isnil(th, -4));
 	assert_non_null(strstr(lua_tostring(th, -3), "f.bin.missing: no such file"));
 	assert_false(lua_toboolean(th, -2));
 	assert_non_null(strstr(lua_tostring(th, -1), "ctx.ssh.put: " TEST_USER "@127.0.0.1:"));
-	assert_non_null(strstr(lua_tostring(th, -1), "cannot open for writing: no such file or directory "
-						       "(path: "));
+	assert_non_null(strstr(lua_tostring(th, -1),
+			       "cannot open for writing: no such file or directory "
+			       "(path: "));
 	/* what the server's disk holds */
 	snprintf(path, sizeof(path), "%s/home/f.bin", lab.dir);
 	assert_int_equal(stat(path, &st), 0);
@@ -555,9 +585,12 @@ static void test_ssh_host_key_pin(void **state)
 	rt_init(&rt);
 	assert_int_equal(mo_sandbox_new(&sb, NULL, "ssh test", &rt, NULL), 0);
 	assert_int_equal(run1(&rt, sb, fresh, &j), MO_EMODULE);
-	snprintf(want, sizeof(want), "ctx.ssh.exec: " TEST_USER "@127.0.0.1:%d: host key mismatch for "
-		 "127.0.0.1:%d: expected SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA, the server "
-		 "presented %s; refusing to connect", lab.port[0], lab.port[0], lab.fp[0]);
+	snprintf(
+		want, sizeof(want),
+		"ctx.ssh.exec: " TEST_USER "@127.0.0.1:%d: host key mismatch for "
+		"127.0.0.1:%d: expected SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA, the server "
+		"presented %s; refusing to connect",
+		lab.port[0], lab.port[0], lab.fp[0]);
 	assert_non_null(strstr(mo_error_last()->message, want));
 	mo_task_free(j.t);
 
@@ -607,11 +640,12 @@ static void test_ssh_known_hosts(void **state)
 		int status = 0;
 		mo_rt_release(&rt); /* a fresh connection for each step */
 		if (step == 0)
-			write_known_hosts(kh, lab.port[1], lab.pub[1]);   /* knows only the other server */
+			write_known_hosts(kh, lab.port[1],
+					  lab.pub[1]); /* knows only the other server */
 		else if (step == 1)
-			write_known_hosts(kh, lab.port[0], lab.pub[1]);   /* the other server's key */
+			write_known_hosts(kh, lab.port[0], lab.pub[1]); /* the other server's key */
 		else
-			write_known_hosts(kh, lab.port[0], lab.pub[0]);   /* the right key */
+			write_known_hosts(kh, lab.port[0], lab.pub[0]); /* the right key */
 		memset(&j, 0, sizeof(j));
 		assert_int_equal(mo_sandbox_loadbuffer(sb, chunk, strlen(chunk), "test.lua"), 0);
 		lua_newtable(L);
@@ -626,15 +660,19 @@ static void test_ssh_known_hosts(void **state)
 		jobs_run(&rt, &j, 1);
 		if (step == 0) {
 			assert_int_equal(j.rc, MO_EMODULE);
-			snprintf(want, sizeof(want), "unknown host key for 127.0.0.1:%d: the server "
-				 "presented %s, which %s does not record (expected: none); refusing to "
-				 "connect", lab.port[0], lab.fp[0], kh);
+			snprintf(
+				want, sizeof(want),
+				"unknown host key for 127.0.0.1:%d: the server "
+				"presented %s, which %s does not record (expected: none); refusing to "
+				"connect",
+				lab.port[0], lab.fp[0], kh);
 			assert_non_null(strstr(mo_error_last()->message, want));
 		} else if (step == 1) {
 			assert_int_equal(j.rc, MO_EMODULE);
-			snprintf(want, sizeof(want), "host key mismatch for 127.0.0.1:%d: %s records %s, "
-				 "the server presented %s; refusing to connect", lab.port[0], kh, lab.fp[1],
-				 lab.fp[0]);
+			snprintf(want, sizeof(want),
+				 "host key mismatch for 127.0.0.1:%d: %s records %s, "
+				 "the server presented %s; refusing to connect",
+				 lab.port[0], kh, lab.fp[1], lab.fp[0]);
 			assert_non_null(strstr(mo_error_last()->message, want));
 			assert_int_equal(access(marker, F_OK), -1);
 		} else {
@@ -706,18 +744,19 @@ static void test_ssh_reuse(void **state)
 	mo_sandbox *sb;
 	job j[4];
 	int before;
-	const char *seq =
-		"local ctx, P = ...\n"
-		"local out = {}\n"
-		"for i = 1, 5 do out[i] = ctx.ssh.exec{ " CONN1 ", command = 'echo ' .. i }.stdout end\n"
-		"ctx.ssh.put{ " CONN1 ", path = P.dir .. '/home/reuse', content = 'r' }\n"
-		"out[6] = ctx.ssh.get{ " CONN1 ", path = P.dir .. '/home/reuse' }.content\n"
-		"return table.concat(out)\n";
-	const char *par =
-		"local ctx, P = ...\n"
-		"local a = ctx.ssh.exec{ " CONN1 ", command = 'echo a' }.stdout\n"
-		"local b = ctx.ssh.get{ " CONN1 ", path = P.dir .. '/home/reuse' }.content\n"
-		"return a .. b\n";
+	const char *seq = "local ctx, P = ...\n"
+			  "local out = {}\n"
+			  "for i = 1, 5 do out[i] = ctx.ssh.exec{ " CONN1
+			  ", command = 'echo ' .. i }.stdout end\n"
+			  "ctx.ssh.put{ " CONN1 ", path = P.dir .. '/home/reuse', content = 'r' }\n"
+			  "out[6] = ctx.ssh.get{ " CONN1
+			  ", path = P.dir .. '/home/reuse' }.content\n"
+			  "return table.concat(out)\n";
+	const char *par = "local ctx, P = ...\n"
+			  "local a = ctx.ssh.exec{ " CONN1 ", command = 'echo a' }.stdout\n"
+			  "local b = ctx.ssh.get{ " CONN1
+			  ", path = P.dir .. '/home/reuse' }.content\n"
+			  "return a .. b\n";
 	(void)state;
 	LAB_OR_SKIP();
 
@@ -758,16 +797,17 @@ static void test_ssh_parallel_hosts(void **state)
 	LAB_OR_SKIP();
 
 	for (int i = 0; i < 2; i++)
-		snprintf(chunk[i], sizeof(chunk[i]),
-			 "local ctx, P = ...\n"
-			 "local me, other = '%s', '%s'\n"
-			 "local r = ctx.ssh.exec{ host = P.host, port = P.port%d, user = P.user,\n"
-			 "  key_file = P.key_file, host_key_sha256 = P.fp%d, command =\n"
-			 "  'cd ' .. P.dir .. '/home && rm -f ' .. me .. '.started; touch ' .. me .. "
-			 "'.started; i=0; while [ ! -e ' .. other .. '.started ] && [ $i -lt 150 ]; do sleep 0.1; "
-			 "i=$((i+1)); done; [ -e ' .. other .. '.started ] && echo met || echo alone' }\n"
-			 "return r.stdout\n",
-			 i ? "b" : "a", i ? "a" : "b", i + 1, i + 1);
+		snprintf(
+			chunk[i], sizeof(chunk[i]),
+			"local ctx, P = ...\n"
+			"local me, other = '%s', '%s'\n"
+			"local r = ctx.ssh.exec{ host = P.host, port = P.port%d, user = P.user,\n"
+			"  key_file = P.key_file, host_key_sha256 = P.fp%d, command =\n"
+			"  'cd ' .. P.dir .. '/home && rm -f ' .. me .. '.started; touch ' .. me .. "
+			"'.started; i=0; while [ ! -e ' .. other .. '.started ] && [ $i -lt 150 ]; do sleep 0.1; "
+			"i=$((i+1)); done; [ -e ' .. other .. '.started ] && echo met || echo alone' }\n"
+			"return r.stdout\n",
+			i ? "b" : "a", i ? "a" : "b", i + 1, i + 1);
 	sh("rm -f %s/home/a.started %s/home/b.started", lab.dir, lab.dir);
 	rt_init(&rt);
 	assert_int_equal(mo_sandbox_new(&sb, NULL, "ssh test", &rt, NULL), 0);
@@ -803,7 +843,8 @@ static void test_ssh_bad_calls(void **state)
 		{ "{ host = P.host, user = P.user, key_file = P.key_file, port = 70000, command = 'true' }",
 		  "ctx.ssh.exec: field 'port' must be an integer from 1 to 65535" },
 		{ "{ host = P.host, user = P.user, key_file = P.key_file, host_key_sha256 = 'abc', "
-		  "command = 'true' }", "field 'host_key_sha256' must be a SHA256 fingerprint" },
+		  "command = 'true' }",
+		  "field 'host_key_sha256' must be a SHA256 fingerprint" },
 		{ "{ host = P.host, user = P.user, key = { hash = 'x' }, command = 'true' }",
 		  "field 'key' must be a string (a sensitive value read back from state is only a hash" },
 	};
@@ -814,7 +855,8 @@ static void test_ssh_bad_calls(void **state)
 	assert_int_equal(mo_sandbox_new(&sb, NULL, "ssh test", &rt, NULL), 0);
 	for (size_t i = 0; i < MO_ARRAY_SIZE(cases); i++) {
 		char chunk[512];
-		snprintf(chunk, sizeof(chunk), "local ctx, P = ...\nreturn ctx.ssh.exec(%s)\n", cases[i].args);
+		snprintf(chunk, sizeof(chunk), "local ctx, P = ...\nreturn ctx.ssh.exec(%s)\n",
+			 cases[i].args);
 		assert_int_equal(run1(&rt, sb, chunk, &j), MO_EMODULE);
 		if (!strstr(mo_error_last()->message, cases[i].msg))
 			fail_msg("case %zu: %s", i, mo_error_last()->message);
@@ -828,7 +870,8 @@ static void test_ssh_bad_calls(void **state)
 		assert_int_equal(mo_sandbox_loadbuffer(sb, chunk, strlen(chunk), "test.lua"), 0);
 		mo_open_ssh(L);
 		assert_int_not_equal(lua_pcall(L, 1, 1, 0), LUA_OK);
-		assert_non_null(strstr(lua_tostring(L, -1), "must be called from a resource handler"));
+		assert_non_null(
+			strstr(lua_tostring(L, -1), "must be called from a resource handler"));
 		lua_pop(L, 1);
 	}
 	mo_sandbox_free(sb);
@@ -842,9 +885,8 @@ static void test_ssh_cancel(void **state)
 	mo_rt rt;
 	mo_sandbox *sb;
 	job j[2];
-	const char *chunk =
-		"local ctx, P = ...\n"
-		"return ctx.ssh.exec{ " CONN1 ", command = 'sleep 0.3; echo late' }\n";
+	const char *chunk = "local ctx, P = ...\n"
+			    "return ctx.ssh.exec{ " CONN1 ", command = 'sleep 0.3; echo late' }\n";
 	(void)state;
 	LAB_OR_SKIP();
 
@@ -867,20 +909,129 @@ static void test_ssh_cancel(void **state)
 	mo_loop_free(rt.loop);
 }
 
+/* ---- the worker pool ---------------------------------------------------- */
+
+#define POOL_KEYS    3
+#define POOL_PER_KEY 6
+
+typedef struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int running[POOL_KEYS], max_running[POOL_KEYS];
+	int order[POOL_KEYS][POOL_PER_KEY], norder[POOL_KEYS];
+	int b_started, met;
+	int done;
+	pthread_t loop_thread;
+	int done_elsewhere;
+} pool_probe;
+
+typedef struct {
+	pool_probe *pp;
+	int key, seq;
+} pool_item;
+
+static pool_probe probe;
+static pool_item items[POOL_KEYS * POOL_PER_KEY + 4];
+
+static void pool_work(void *ud)
+{
+	pool_item *it = ud;
+	pool_probe *pp = it->pp;
+	struct timespec ts = { 0, 2 * 1000 * 1000 };
+
+	pthread_mutex_lock(&pp->mu);
+	if (it->key >= 0) {
+		pp->running[it->key]++;
+		if (pp->running[it->key] > pp->max_running[it->key])
+			pp->max_running[it->key] = pp->running[it->key];
+		pp->order[it->key][pp->norder[it->key]++] = it->seq;
+	}
+	/* key 1's first job announces itself; key 0's first job waits for it
+	 * (bounded), which only works when both run at once */
+	if (it->key == 1 && it->seq == 0) {
+		pp->b_started = 1;
+		pthread_cond_broadcast(&pp->cv);
+	}
+	if (it->key == 0 && it->seq == 0) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 10;
+		while (!pp->b_started && pthread_cond_timedwait(&pp->cv, &pp->mu, &until) == 0)
+			;
+		pp->met = pp->b_started;
+	}
+	pthread_mutex_unlock(&pp->mu);
+	nanosleep(&ts, NULL);
+	pthread_mutex_lock(&pp->mu);
+	if (it->key >= 0)
+		pp->running[it->key]--;
+	pthread_mutex_unlock(&pp->mu);
+}
+
+static void pool_done(void *ud)
+{
+	pool_item *it = ud;
+	if (!pthread_equal(pthread_self(), it->pp->loop_thread))
+		it->pp->done_elsewhere = 1;
+	it->pp->done++;
+}
+
+/* Jobs of one key run one at a time in submission order; different keys
+ * run at the same time; every done callback runs on the loop thread. */
+static void test_ssh_pool_keys(void **state)
+{
+	mo_loop *loop;
+	mo_pool *pool;
+	static const char keys[POOL_KEYS] = { 'a', 'b', 'c' };
+	int n = 0;
+	(void)state;
+
+	memset(&probe, 0, sizeof(probe));
+	pthread_mutex_init(&probe.mu, NULL);
+	pthread_cond_init(&probe.cv, NULL);
+	probe.loop_thread = pthread_self();
+	assert_int_equal(mo_loop_new(&loop), 0);
+	assert_int_equal(mo_pool_new(&pool, loop, 0), MO_EINVAL);
+	assert_int_equal(mo_pool_new(&pool, loop, 4), 0);
+	assert_int_equal(mo_pool_size(pool), 4);
+	for (int seq = 0; seq < POOL_PER_KEY; seq++)
+		for (int k = 0; k < POOL_KEYS; k++) {
+			items[n] = (pool_item){ &probe, k, seq };
+			assert_int_equal(
+				mo_pool_submit(pool, &keys[k], pool_work, pool_done, &items[n]), 0);
+			n++;
+		}
+	for (int i = 0; i < 4; i++) {
+		items[n] = (pool_item){ &probe, -1, i };
+		assert_int_equal(mo_pool_submit(pool, NULL, pool_work, pool_done, &items[n]), 0);
+		n++;
+	}
+	while (probe.done < n)
+		assert_int_equal(mo_loop_run_once(loop, 1000), 0);
+	mo_pool_free(pool);
+	assert_false(probe.done_elsewhere);
+	assert_true(probe.met);
+	for (int k = 0; k < POOL_KEYS; k++) {
+		assert_int_equal(probe.max_running[k], 1);
+		assert_int_equal(probe.norder[k], POOL_PER_KEY);
+		for (int seq = 0; seq < POOL_PER_KEY; seq++)
+			assert_int_equal(probe.order[k][seq], seq);
+	}
+	assert_int_equal(mo_loop_pending(loop), 0);
+	mo_loop_free(loop);
+	pthread_cond_destroy(&probe.cv);
+	pthread_mutex_destroy(&probe.mu);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_ssh_exec),
-		cmocka_unit_test(test_ssh_exec_large),
-		cmocka_unit_test(test_ssh_timeout),
-		cmocka_unit_test(test_ssh_put_get),
-		cmocka_unit_test(test_ssh_host_key_pin),
-		cmocka_unit_test(test_ssh_known_hosts),
-		cmocka_unit_test(test_ssh_bad_key),
-		cmocka_unit_test(test_ssh_reuse),
-		cmocka_unit_test(test_ssh_parallel_hosts),
-		cmocka_unit_test(test_ssh_bad_calls),
-		cmocka_unit_test(test_ssh_cancel),
+		cmocka_unit_test(test_ssh_pool_keys),   cmocka_unit_test(test_ssh_exec),
+		cmocka_unit_test(test_ssh_exec_large),  cmocka_unit_test(test_ssh_timeout),
+		cmocka_unit_test(test_ssh_put_get),     cmocka_unit_test(test_ssh_host_key_pin),
+		cmocka_unit_test(test_ssh_known_hosts), cmocka_unit_test(test_ssh_bad_key),
+		cmocka_unit_test(test_ssh_reuse),       cmocka_unit_test(test_ssh_parallel_hosts),
+		cmocka_unit_test(test_ssh_bad_calls),   cmocka_unit_test(test_ssh_cancel),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -407,7 +407,7 @@ return {
         poll_interval_ms = inputs.poll_interval_ms,
       })
       ids[name] = h.id
-      states[name] = h.out.state
+      states[name] = h.state
     end
     m.output("ids", ids)
     m.output("states", states)
