@@ -594,31 +594,30 @@ static int read_result(exec *x, job *j, lua_State *T, int nres)
 		}
 	} else {
 		/* recovery of a pending intent */
-		const char *status;
+		const char *status, *said;
 		if (j->op->kind == MO_OP_DELETE) {
 			/* a delete that did not happen leaves the object recorded */
 			status = gone ? "done" : "failed";
+			said = gone ? "the object is gone" : "the object still exists and stays recorded";
 			rc = mo_state_op_finish(x->st, j->op->id, status, gone ? NULL : "the object still exists",
 						NULL, gone ? known->address : NULL, NULL);
 		} else if (gone) {
 			/* a create that never happened, or an updated object that vanished */
 			status = "absent";
+			said = j->op->kind == MO_OP_CREATE ? "the interrupted create made nothing"
+							   : "the object is gone";
 			rc = mo_state_op_finish(x->st, j->op->id, status, NULL, NULL,
 						j->op->kind == MO_OP_UPDATE ? known->address : NULL, NULL);
 		} else {
 			status = "adopted";
+			said = j->op->kind == MO_OP_CREATE ? "adopted what the interrupted create made"
+							   : "adopted the object as it is now";
 			rc = mo_state_op_finish(x->st, j->op->id, status, NULL, r, NULL, NULL);
 		}
 		if (rc < 0)
 			x->fatal = rc;
 		else
-			emit(x, "recover", j,
-			     !strcmp(status, "adopted") ? "adopted what the interrupted create made"
-			     : !strcmp(status, "failed") ? "the object still exists and stays recorded"
-			     : j->op->kind == MO_OP_CREATE && !strcmp(status, "absent")
-				     ? "the interrupted create made nothing"
-				     : gone ? "the object is gone" : status, 0);
-		(void)status;
+			emit(x, "recover", j, said, 0);
 	}
 	j->phase = P_FINISH;
 done:

@@ -902,7 +902,7 @@ static int l_resource(lua_State *L)
 	declare_ctx *dc = lua_touserdata(L, lua_upvalueindex(1));
 	const char *type = luaL_checkstring(L, 1), *name = luaL_checkstring(L, 2);
 	const mo_rtype *rt = mo_instance_type(dc->in, type);
-	mo_desired *d;
+	mo_desired *d = NULL;
 	char *addr;
 	size_t idx;
 	json_t *ref;
