@@ -9,7 +9,9 @@
 # detected and repaired, update in place, replace, a wrong secret_key
 # refused with a clear error, the emulator killed (SIGKILL) in the middle of
 # an apply and restarted (the next apply recovers: state == emulator), and
-# destroy (emulator empty).  At the end the verifier must have rejected
+# destroy (emulator empty).  For S3 also an object copied from a URL
+# (source_url, a build served on loopback): bytes, drift, a new build, a
+# SHA-256 mismatch.  At the end the verifier must have rejected
 # exactly the deliberately mis-signed requests and nothing mecorch sent
 # otherwise.
 #
@@ -241,6 +243,77 @@ check_eq "s3: a recovered object's content" "object 24" "$(s3_direct "$S3_DIRECT
 say "S3: destroy"
 s3 "$T/s3-v3.json" destroy
 check_rc "s3: destroy" 0
+check_eq "s3: s3rver holds no bucket" "" "$(s3_buckets)"
+
+say "S3: an object copied from a URL (source_url)"
+mkdir -p "$T/www"
+head -c 300000 /dev/urandom >"$T/www/build-1.bin" # binary: NULs, high bytes
+printf 'build 2\0\377\n' >"$T/www/build-2.bin"
+cp "$T/www/build-2.bin" "$T/www/mirror-2.bin"
+SRC1=$(sha256sum "$T/www/build-1.bin" | cut -d' ' -f1)
+SRC2=$(sha256sum "$T/www/build-2.bin" | cut -d' ' -f1)
+WWW_PORT=$(free_port)
+python3 -m http.server "$WWW_PORT" --bind 127.0.0.1 --directory "$T/www" >"$T/www.log" 2>&1 &
+_cloud_track $!
+wait_port "$WWW_PORT" $! || exit 1
+WWW=http://127.0.0.1:$WWW_PORT
+# src_vars FILE URL SHA: a var file with one bucket and one object from URL.
+src_vars() {
+	jq -n --arg u "$2" --arg s "$3" '{buckets: {art: {name: "lab-art"}},
+		objects: {build: {bucket: "art", key: "builds/app.bin", source_url: $u, source_sha256: $s,
+		                  content_type: "application/octet-stream", tags: {stage: "ci"}}}}' >"$1"
+}
+src_sha() { # the SHA-256 of what s3rver holds
+	s3_direct "$S3_DIRECT/lab-art/builds/app.bin" | sha256sum | cut -d' ' -f1
+}
+src_vars "$T/src-1.json" "$WWW/build-1.bin" "$SRC1"
+s3 "$T/src-1.json" apply
+check_rc "s3: apply copies the build into the bucket" 0
+check_out_has "s3: the bucket and the object are created" "2 created"
+check_eq "s3: the object is the build, byte for byte (300000 random bytes)" "$SRC1" "$(src_sha)"
+check_true "s3: its SHA-256 is kept as object metadata" \
+	grep -qi "^x-amz-meta-mecorch-sha256: $SRC1" <(s3_direct -I "$S3_DIRECT/lab-art/builds/app.bin" | tr -d '\r')
+s3 "$T/src-1.json" plan --detailed-exitcode
+check_rc "s3: plan after the copy is empty (read trusts the metadata while the ETag matches)" 0
+
+s3_direct -X PUT "$S3_DIRECT/lab-art/builds/app.bin" --data-binary 'overwritten' >/dev/null
+s3 "$T/src-1.json" plan --detailed-exitcode
+check_rc "s3: an overwritten artefact is drift" 2
+check_out_has "s3: the drift is shown as the SHA-256 of what the bucket holds" \
+	"~ source_sha256 = \"$(printf overwritten | sha256sum | cut -c1-20)"
+s3 "$T/src-1.json" apply
+check_rc "s3: apply copies the build again" 0
+check_eq "s3: the build is back" "$SRC1" "$(src_sha)"
+
+src_vars "$T/src-2.json" "$WWW/build-2.bin" "$SRC2"
+s3 "$T/src-2.json" apply
+check_rc "s3: a new build (source_url and source_sha256)" 0
+check_out_has "s3: is an update in place" "0 created, 1 updated, 0 replaced"
+check_eq "s3: the bucket holds build 2" "$SRC2" "$(src_sha)"
+src_vars "$T/src-2m.json" "$WWW/mirror-2.bin" "$SRC2"
+s3 "$T/src-2m.json" apply
+check_rc "s3: the same build from a mirror: only recorded" 0
+check_true "s3: the builds were downloaded from the file server" grep -q 'GET /build-2.bin' "$T/www.log"
+check_true "s3: nothing was downloaded from the mirror" bash -c "! grep -q 'GET /mirror-2.bin' '$T/www.log'"
+s3 "$T/src-2m.json" plan --detailed-exitcode
+check_rc "s3: plan after the mirror change is empty" 0
+
+src_vars "$T/src-bad.json" "$WWW/build-2.bin" "$SRC1"
+s3 "$T/src-bad.json" apply
+check_rc "s3: bytes that do not match source_sha256 fail the update" 1
+check_out_has "s3: the error names the URL and both hashes" \
+	"bytes downloaded from $WWW/build-2.bin have SHA-256 $SRC2, not the expected source_sha256 $SRC1"
+check_eq "s3: the bucket still holds build 2" "$SRC2" "$(src_sha)"
+src_vars "$T/src-404.json" "$WWW/missing.bin" "$SRC1"
+s3 "$T/src-404.json" apply
+check_rc "s3: a source_url that answers 404 fails" 1
+check_out_has "s3: the error names the URL" "GET $WWW/missing.bin: expected 200, got 404"
+jq '.objects.build.content = "x"' "$T/src-2.json" >"$T/src-both.json"
+s3 "$T/src-both.json" plan
+check_rc "s3: content and source_url together are refused at plan time (the module's declare)" 7
+check_out_has "s3: with a message" "set one of content, content_base64 and source_url"
+s3 "$T/src-2.json" destroy
+check_rc "s3: destroy of the copied build" 0
 check_eq "s3: s3rver holds no bucket" "" "$(s3_buckets)"
 
 say "S3: the verifier's account"

@@ -618,7 +618,8 @@ return {
       if type(f.path) ~= "string" or string.sub(f.path, 1, 1) ~= "/" then
         error(string.format("files.%s: path must be absolute", name), 0)
       end
-      if type(f.content) ~= "string" then
+      -- a string, or a reference known after apply
+      if type(f.content) ~= "string" and type(f.content) ~= "userdata" then
         error(string.format("files.%s: content must be a string", name), 0)
       end
       local h = m.resource("file", name, with(conn, {

@@ -759,7 +759,8 @@ return {
       if type(spec) ~= "table" then
         error(what .. ": want a map {ref, source, sha256?, changes?, labels?}", 0)
       end
-      if type(spec.source) ~= "string" or spec.source == "" then
+      -- a string, or a reference known after apply (another resource's URL)
+      if type(spec.source) ~= "userdata" and (type(spec.source) ~= "string" or spec.source == "") then
         error(what .. ".source: want the URL the engine downloads the tarball from", 0)
       end
       if spec.sha256 ~= nil and (type(spec.sha256) ~= "string" or

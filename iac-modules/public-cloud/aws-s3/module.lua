@@ -2,7 +2,10 @@
 public-cloud/aws-s3 - Amazon S3 buckets and objects over the S3 REST API.
 
 Two resource types: `bucket` (versioning, tags) and `object` (content,
-content type, tags).  Requests use path-style URLs
+content type, tags).  An object's bytes are a string input, or are
+downloaded from `source_url` by the handler (a module cannot read files:
+a build artefact is published on an HTTP server and copied into the
+bucket, its SHA-256 checked and kept as object metadata).  Requests use path-style URLs
 ({endpoint}/{bucket}/{key}) and are signed with SigV4 by the HTTP driver
 (ctx.http.request auth type "aws_sigv4", service "s3"; the driver adds
 x-amz-content-sha256).  Responses are XML; the few elements needed are read
@@ -18,6 +21,12 @@ Plain Lua 5.4 for mecorch's sandbox: no I/O except through ctx.
 local xml = require("xml")
 
 local DEFAULT_CONTENT_TYPE = "binary/octet-stream"
+
+-- Object metadata of an object copied from source_url: the SHA-256 of its
+-- bytes and their MD5, which must equal the ETag S3 computes (a PUT made
+-- without them, or with other bytes, shows as drift).
+local META_SHA256 = "x-amz-meta-mecorch-sha256"
+local META_MD5 = "x-amz-meta-mecorch-md5"
 
 -- Statuses the module inspects itself; everything else (5xx after the
 -- driver's retries, unexpected codes) is raised by the driver.  501 is
@@ -292,6 +301,26 @@ local function object_outputs(props, etag)
   }
 end
 
+-- Download the bytes of a source_url object and check them against
+-- source_sha256.  The body is a Lua string: binary-safe, held in memory
+-- (the action's memory cap, --task-memory, bounds the artefact's size).
+local function fetch_source(ctx, props)
+  local resp = ctx.http.request({
+    method = "GET",
+    url = props.source_url,
+    expect = { 200 },
+    timeout_ms = 600000,
+  })
+  local body = resp.body or ""
+  local sha = ctx.crypto.sha256(body, "hex")
+  if sha ~= props.source_sha256 then
+    error(string.format("aws-s3: %s/%s: the %d bytes downloaded from %s have SHA-256 %s, "
+      .. "not the expected source_sha256 %s", props.bucket, props.key, #body, props.source_url,
+      sha, tostring(props.source_sha256)), 0)
+  end
+  return body, sha
+end
+
 local function unquote(etag)
   return etag and (string.gsub(etag, '"', "")) or nil
 end
@@ -308,14 +337,24 @@ end
 
 -- PUT the object (and its tags); returns the ETag without quotes.
 local function put_object(ctx, props, had_tags)
-  local body = object_bytes(ctx, props)
+  local body, sha
+  if props.source_url ~= nil then
+    body, sha = fetch_source(ctx, props)
+  else
+    body = object_bytes(ctx, props)
+  end
   local md5 = ctx.crypto.md5(body, "raw")
+  local headers = {
+    ["Content-Type"] = props.content_type,
+    ["Content-MD5"] = ctx.crypto.base64_encode(md5),
+  }
+  if sha then
+    headers[META_SHA256] = sha
+    headers[META_MD5] = ctx.crypto.hex_encode(md5)
+  end
   local resp = s3(ctx, props, "PUT", object_url(props, props.bucket, props.key), {
     body = body,
-    headers = {
-      ["Content-Type"] = props.content_type,
-      ["Content-MD5"] = ctx.crypto.base64_encode(md5),
-    },
+    headers = headers,
   })
   if resp.status == 404 then
     error(string.format("S3 PutObject %s/%s: the bucket does not exist (%s)", props.bucket,
@@ -348,10 +387,28 @@ local function read_object(ctx, props)
   local etag = unquote(resp.headers["etag"])
   local content_type = resp.headers["content-type"] or DEFAULT_CONTENT_TYPE
 
-  -- Same ETag as the MD5 of the desired bytes: the content is unchanged.
-  -- Otherwise (changed, or a multipart ETag) fetch the bytes to show them.
+  -- An object copied from source_url is known by the SHA-256 of its bytes:
+  -- the metadata written with it, while its MD5 is still the ETag;
+  -- otherwise (written by someone else, multipart) the bytes are fetched
+  -- and hashed.
   local content, content_base64 = props.content, props.content_base64
-  if etag ~= ctx.crypto.md5(object_bytes(ctx, props), "hex") then
+  local source_sha256
+  if props.source_url ~= nil then
+    local meta_sha, meta_md5 = resp.headers[META_SHA256], resp.headers[META_MD5]
+    if meta_sha and meta_md5 and etag == meta_md5 then
+      source_sha256 = meta_sha
+    else
+      local get = s3(ctx, props, "GET", url)
+      if get.status == 404 then
+        return nil
+      elseif get.status ~= 200 then
+        fail(get, "GetObject " .. props.bucket .. "/" .. props.key)
+      end
+      source_sha256 = ctx.crypto.sha256(get.body, "hex")
+    end
+  elseif etag ~= ctx.crypto.md5(object_bytes(ctx, props), "hex") then
+    -- Same ETag as the MD5 of the desired bytes: the content is unchanged.
+    -- Otherwise (changed, or a multipart ETag) fetch the bytes to show them.
     local get = s3(ctx, props, "GET", url)
     if get.status == 404 then
       return nil
@@ -387,6 +444,8 @@ local function read_object(ctx, props)
     key = props.key,
     content = content,
     content_base64 = content_base64,
+    source_url = props.source_url,           -- where it came from: carried over
+    source_sha256 = source_sha256,
     content_type = content_type,
     tags = tags,
   }, etag
@@ -439,7 +498,7 @@ end
 
 return {
   name = "public-cloud/aws-s3",
-  version = "1.0.0",
+  version = "1.1.0",
 
   inputs = {
     region = { type = "string", default = "us-east-1", description = "AWS region" },
@@ -452,8 +511,8 @@ return {
     buckets = { type = "map", default = {},
       description = "bucket -> { name = <default the key>, versioning = bool, tags = map }" },
     objects = { type = "map", default = {},
-      description = "object -> { bucket, key = <default the key>, content | content_base64, "
-        .. "content_type, tags }" },
+      description = "object -> { bucket, key = <default the key>, content | content_base64 | "
+        .. "source_url + source_sha256, content_type, tags }" },
   },
 
   resources = {
@@ -534,7 +593,7 @@ return {
 
     object = {
       ---@param ctx table
-      ---@param props table {endpoint, region, access_key, secret_key, session_token?, bucket, key, content|content_base64, content_type, tags}
+      ---@param props table {endpoint, region, access_key, secret_key, session_token?, bucket, key, content|content_base64|source_url+source_sha256, content_type, tags}
       ---@return string id, table outputs
       create = function(ctx, props)
         local etag = put_object(ctx, props, false)
@@ -561,8 +620,11 @@ return {
       update = function(ctx, id, old, new)
         local had_tags = next(old.tags or {}) ~= nil
         local same_bytes = old.content == new.content and old.content_base64 == new.content_base64
+          and (old.source_url == nil) == (new.source_url == nil)
+          and old.source_sha256 == new.source_sha256
         if same_bytes and old.content_type == new.content_type then
-          -- Only the tags changed: the object and its ETag stay.
+          -- The bytes stay (a new source_url with the same SHA-256 is only
+          -- recorded): the tags may have changed, the object and its ETag stay.
           put_object_tags(ctx, new, new.tags or {})
           return nil
         end
@@ -631,7 +693,7 @@ return {
       local o = inputs.objects[name]
       local where = "objects." .. name
       check_fields(o, { bucket = true, key = true, content = true, content_base64 = true,
-        content_type = true, tags = true }, where)
+        source_url = true, source_sha256 = true, content_type = true, tags = true }, where)
       if type(o.bucket) ~= "string" then
         error(where .. ".bucket: want the name of a bucket", 0)
       end
@@ -639,15 +701,28 @@ return {
       if type(key) ~= "string" or key == "" or #key > 1024 then
         error(where .. ".key: want 1 to 1024 bytes", 0)
       end
-      if o.content ~= nil and o.content_base64 ~= nil then
-        error(where .. ": set content or content_base64, not both", 0)
+      local given = (o.content ~= nil and 1 or 0) + (o.content_base64 ~= nil and 1 or 0)
+        + (o.source_url ~= nil and 1 or 0)
+      if given > 1 then
+        error(where .. ": set one of content, content_base64 and source_url", 0)
+      end
+      if (o.source_url == nil) ~= (o.source_sha256 == nil) then
+        error(where .. ": source_url and source_sha256 go together (the SHA-256 of the bytes "
+          .. "at source_url, checked when they are copied into the bucket)", 0)
+      end
+      local sha = o.source_sha256
+      if type(sha) == "string" then
+        if #sha ~= 64 or not string.find(sha, "^%x+$") then
+          error(where .. ".source_sha256: want 64 hex digits", 0)
+        end
+        sha = string.lower(sha)
       end
       local b64 = o.content_base64
       if type(b64) == "string"
           and (#b64 % 4 ~= 0 or not string.find(b64, "^[A-Za-z0-9+/]*=?=?$")) then
         error(where .. ".content_base64: not base64 text", 0)
       end
-      for _, f in ipairs({ "content", "content_base64", "content_type" }) do
+      for _, f in ipairs({ "content", "content_base64", "source_url", "source_sha256", "content_type" }) do
         -- a string, or a reference to another resource's output
         if o[f] ~= nil and type(o[f]) ~= "string" and type(o[f]) ~= "userdata" then
           error(string.format("%s.%s: want a string", where, f), 0)
@@ -662,6 +737,9 @@ return {
       })
       if o.content_base64 ~= nil then
         props.content_base64 = o.content_base64
+      elseif o.source_url ~= nil then
+        props.source_url = o.source_url
+        props.source_sha256 = sha
       else
         props.content = o.content or ""
       end
