@@ -1287,6 +1287,20 @@ static ssh_op *op_from_req(int kind, const ssh_req *r)
 	return op;
 }
 
+/* Loop thread, posted while the executor's journal batch was open: start
+ * the op now that its intent is durable (or drop it if it was cancelled). */
+static void op_submit_later(void *ud)
+{
+	ssh_op *op = ud;
+	if (op->cancelled)
+		op_done(op);
+	else if (mo_pool_submit(op->st->pool, op->conn, op_work, op_done, op) < 0) {
+		op->failed = 1;
+		op->error = mo_strdup(mo_error_last()->message);
+		op_done(op);
+	}
+}
+
 /* exec / put / get.  Stack: the request table in; the result (or nil and
  * a message, for get) out, or a Lua error.  Yields. */
 static int l_call(lua_State *L, int kind)
@@ -1325,7 +1339,8 @@ static int l_call(lua_State *L, int kind)
 	op->task = t;
 	op->thread = L;
 	op->main = mo_sandbox_L(mo_task_sandbox(t));
-	if (mo_pool_submit(st->pool, c, op_work, op_done, op) < 0) {
+	if (rt->defer_io ? mo_loop_post(rt->loop, op_submit_later, op) < 0
+			 : mo_pool_submit(st->pool, c, op_work, op_done, op) < 0) {
 		op_free(op);
 		return luaL_error(L, "%s: %s", r.fn, mo_error_last()->message);
 	}

@@ -93,6 +93,7 @@ typedef struct {
 	json_t *drift;
 	int persist;
 	int import;              /* refresh of a resource not yet in the state */
+	int batching;            /* a journal batch is open (batch_open) */
 } exec;
 
 void mo_exec_opts_defaults(mo_exec_opts *o)
@@ -795,6 +796,33 @@ static void renew_lease(void *ud)
 	mo_loop_timer(x->rt->loop, (int64_t)x->o->lease_s * 1000 / 3, renew_lease, x, &x->lease_timer);
 }
 
+/* Group commit of one loop turn's journal writes (state.h): opened before
+ * jobs start or resume, committed before the loop runs again, so every
+ * intent is durable before its request leaves. */
+static void batch_open(exec *x)
+{
+	int rc;
+	if (x->fatal || x->batching)
+		return;
+	if ((rc = mo_state_batch_begin(x->st)) < 0) {
+		x->fatal = rc;
+		return;
+	}
+	x->batching = 1;
+	x->rt->defer_io = 1;
+}
+
+static void batch_close(exec *x)
+{
+	int rc;
+	if (!x->batching)
+		return;
+	x->batching = 0;
+	x->rt->defer_io = 0;
+	if ((rc = mo_state_batch_commit(x->st)) < 0)
+		x->fatal = rc;
+}
+
 static int run_jobs(exec *x)
 {
 	int64_t t0 = mo_now_us(), c0 = cpu_now_us();
@@ -816,6 +844,14 @@ static int run_jobs(exec *x)
 		int interrupted = x->rt->interrupted && *x->rt->interrupted;
 		if (interrupted)
 			x->res->interrupted = 1;
+		/* one journal batch per turn: what the drivers finished, then
+		 * what can start now; committed before the loop sends anything */
+		batch_open(x);
+		/* job_run never wakes a task synchronously: drivers wake from loop
+		 * callbacks only, so the list is stable while it is drained */
+		for (size_t w = 0; w < x->nwakes; w++)
+			job_run(x, x->wakes[w].j, x->wakes[w].nargs);
+		x->nwakes = 0;
 		while (!x->stop && !x->fatal && !interrupted && x->rhead != x->rtail &&
 		       x->inflight < (size_t)x->o->parallelism) {
 			job *j = &x->jobs[x->ready[x->rhead++ % (x->n + 1)]];
@@ -826,16 +862,14 @@ static int run_jobs(exec *x)
 			x->inflight++;
 			job_run(x, j, 0);
 		}
-		if (x->inflight == 0 && (x->stop || x->fatal || interrupted || x->rhead == x->rtail))
+		batch_close(x);
+		if (x->fatal)
+			break; /* nothing queued in this turn may leave: its intent is not durable */
+		if (x->done >= x->n ||
+		    (x->inflight == 0 && (x->stop || interrupted || x->rhead == x->rtail)))
 			break;
-		if ((rc = mo_loop_run_once(x->rt->loop, 200)) < 0) {
+		if ((rc = mo_loop_run_once(x->rt->loop, 200)) < 0)
 			x->fatal = rc;
-		}
-		/* job_run never wakes a task synchronously: drivers wake from loop
-		 * callbacks only, so the list is stable while it is drained */
-		for (size_t w = 0; w < x->nwakes; w++)
-			job_run(x, x->wakes[w].j, x->wakes[w].nargs);
-		x->nwakes = 0;
 	}
 	if (x->lease_timer)
 		mo_loop_timer_cancel(x->rt->loop, x->lease_timer);

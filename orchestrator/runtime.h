@@ -36,6 +36,11 @@ typedef struct mo_rt {
 	 * mo_rt calls mo_rt_release() when the run is over. */
 	void *ssh;
 	void (*ssh_free)(void *ssh);
+	/* Set by the executor while its journal batch is uncommitted: a driver
+	 * that would start I/O at once (on another thread) must post the start
+	 * to the loop instead (mo_loop_post), so no request leaves before its
+	 * intent is durable.  libcurl transfers start in the loop anyway. */
+	int defer_io;
 } mo_rt;
 
 /* Release driver state held by rt (accepts rt == NULL). */

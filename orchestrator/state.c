@@ -55,6 +55,7 @@ struct mo_state {
 	char *lineage;
 	char *lock_id; /* id of the writer lock this handle holds, or NULL */
 	int schema;
+	int batch;     /* inside mo_state_batch_begin: writes nest as savepoints */
 };
 
 #define MO_JSON_FLAGS (JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY)
@@ -127,6 +128,9 @@ static const char *const migrations[] = {
 	");"
 	"CREATE INDEX events_run ON events (run_id);"
 	"CREATE INDEX operations_status ON operations (status);",
+	/* 3: a create looks up the address's latest create intent
+	 * (mo_state_op_unused_token): without this index, a scan per create. */
+	"CREATE INDEX operations_address ON operations (address, kind, id);",
 };
 
 #define RES_COLS "address, module, type, id, source, props, outputs, deps, status, serial"
@@ -174,21 +178,49 @@ static int exec_sql(mo_state *st, const char *sql)
 	return rc == SQLITE_OK ? 0 : db_err(st, rc);
 }
 
+/* Inside a batch every write is a savepoint of the batch's transaction:
+ * it stays atomic on its own and becomes durable with the batch. */
 static int tx_begin(mo_state *st)
 {
-	return exec_sql(st, "BEGIN IMMEDIATE");
+	return exec_sql(st, st->batch ? "SAVEPOINT mo_write" : "BEGIN IMMEDIATE");
 }
 
 static int tx_commit(mo_state *st)
 {
-	return exec_sql(st, "COMMIT");
+	return exec_sql(st, st->batch ? "RELEASE mo_write" : "COMMIT");
 }
 
 /* Roll back if a transaction is open; leaves the current error alone. */
 static void tx_rollback(mo_state *st)
 {
-	if (!sqlite3_get_autocommit(st->db))
+	if (st->batch)
+		sqlite3_exec(st->db, "ROLLBACK TO mo_write; RELEASE mo_write", NULL, NULL, NULL);
+	else if (!sqlite3_get_autocommit(st->db))
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int mo_state_batch_begin(mo_state *st)
+{
+	int rc;
+	if (st->batch)
+		return mo_error_set(MO_EINVAL, "state: a batch is already open");
+	if ((rc = exec_sql(st, "BEGIN IMMEDIATE")) < 0)
+		return rc;
+	st->batch = 1;
+	return 0;
+}
+
+int mo_state_batch_commit(mo_state *st)
+{
+	int rc;
+	if (!st->batch)
+		return 0;
+	st->batch = 0;
+	if ((rc = exec_sql(st, "COMMIT")) < 0) {
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+		return rc;
+	}
+	return 0;
 }
 
 /*

@@ -30,74 +30,45 @@
  *   DELETE /_notifications          forget them
  *   GET  /_stats                    {"requests": {...}, "systems": N}
  *
- * Stand-alone (libmicrohttpd, jansson, pthread), like labcloud.c.
+ * Stand-alone (libmicrohttpd, jansson, pthread), like labcloud.c; labkit.c
+ * brings the command line and the HTTP plumbing every lab emulator shares.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <errno.h>
-#include <getopt.h>
-#include <jansson.h>
-#include <microhttpd.h>
-#include <netdb.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdio.h>
+#include "labkit.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #define MAX_BODY (1024 * 1024)
 #define BASE "/fed_enablement/v1/fed_resources/system_info"
 
 typedef struct {
-	pthread_mutex_t lock;
+	lk_server lk;           /* lk.lock guards everything below too */
 	json_t *systems;        /* systemId -> SystemInfo (+ endpoint) */
 	json_t *notifications;  /* array */
 	const char *token;
 	int notify_status, notify_failures;
-	unsigned long requests[8];
 } fed_server;
 
-typedef struct {
-	char *body;
-	size_t len;
-	int too_large;
-} upload;
-
-typedef struct {
-	int status;
-	char *body;
-	const char *ctype;
-	char *location;
-} reply;
-
-static void reply_json(reply *r, int status, json_t *j)
+static void problem(lk_reply *r, int status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void problem(lk_reply *r, int status, const char *fmt, ...)
 {
-	r->status = status;
-	r->body = j ? json_dumps(j, JSON_COMPACT) : NULL;
-	r->ctype = "application/json";
-	json_decref(j);
-}
-
-static void problem(reply *r, int status, const char *fmt, ...)
-{
-	char detail[512];
-	va_list ap;
 	const char *title = status == 400 ? "Bad Request" : status == 401 ? "Unauthorized"
 			    : status == 404 ? "Not Found" : status == 405 ? "Method Not Allowed"
 			    : status == 413 ? "Payload Too Large" : "Error";
+	va_list ap;
+	json_t *p;
 	va_start(ap, fmt);
-	vsnprintf(detail, sizeof(detail), fmt, ap);
+	p = lk_problem_v(status, title, NULL, fmt, ap);
 	va_end(ap);
-	reply_json(r, status, json_pack("{s:s,s:s,s:i,s:s}", "type", "about:blank", "title", title, "status",
-					status, "detail", detail));
-	r->ctype = "application/problem+json";
+	lk_reply_json(r, status, p);
+	r->content_type = LK_PROBLEM_JSON;
 }
 
 static void new_id(char out[37])
@@ -118,15 +89,15 @@ static void new_id(char out[37])
 	out[j] = '\0';
 }
 
-static json_t *body_object(const upload *up, reply *r)
+static json_t *body_object(const lk_call *c, lk_reply *r)
 {
 	json_error_t je;
 	json_t *j, *in;
-	if (!up->len) {
+	if (!c->body_len) {
 		problem(r, 400, "a JSON body is required");
 		return NULL;
 	}
-	if (!(j = json_loadb(up->body, up->len, 0, &je))) {
+	if (!(j = json_loadb(c->body, c->body_len, 0, &je))) {
 		problem(r, 400, "malformed JSON: %s", je.text);
 		return NULL;
 	}
@@ -195,13 +166,14 @@ static int in_arr(json_t *arr, json_t *v)
 	return 0;
 }
 
-static void handle_fed(fed_server *s, struct MHD_Connection *conn, const char *method, const char *url,
-		       const upload *up, reply *r)
+static void handle_fed(fed_server *s, lk_call *c, lk_reply *r)
 {
-	const char *id = NULL;
+	const char *url = c->url, *id = NULL;
+	lk_method m = c->method;
 	json_t *b, *sys;
 	if (s->token) {
-		const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+		const char *h = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
+							    MHD_HTTP_HEADER_AUTHORIZATION);
 		if (!h || strncasecmp(h, "Bearer ", 7) || strcmp(h + 7, s->token)) {
 			problem(r, 401, "a valid bearer token is required");
 			return;
@@ -216,14 +188,14 @@ static void handle_fed(fed_server *s, struct MHD_Connection *conn, const char *m
 		problem(r, 404, "no resource at %s", url);
 		return;
 	}
-	pthread_mutex_lock(&s->lock);
-	if (!id && !strcmp(method, "POST")) {
+	pthread_mutex_lock(&s->lk.lock);
+	if (!id && m == LK_POST) {
 		const char *name, *prov;
 		const char *k;
 		json_t *v;
 		int dup = 0;
 		char nid[37];
-		if (!(b = body_object(up, r)))
+		if (!(b = body_object(c, r)))
 			goto out;
 		name = json_string_value(json_object_get(b, "systemName"));
 		prov = json_string_value(json_object_get(b, "systemProvider"));
@@ -242,18 +214,16 @@ static void handle_fed(fed_server *s, struct MHD_Connection *conn, const char *m
 				new_id(nid);
 				sys = json_pack("{s:s,s:s,s:s}", "systemId", nid, "systemName", name, "systemProvider", prov);
 				json_object_set_new(s->systems, nid, sys);
-				r->location = NULL;
-				if (asprintf(&r->location, "%s/%s", BASE, nid) < 0)
-					r->location = NULL;
-				reply_json(r, 201, info_of(sys));
+				lk_reply_header(r, MHD_HTTP_HEADER_LOCATION, "%s/%s", BASE, nid);
+				lk_reply_json(r, 201, info_of(sys));
 			}
 		}
 		json_decref(b);
-	} else if (!id && !strcmp(method, "GET")) {
+	} else if (!id && m == LK_GET) {
 		filters f = { NULL, NULL, NULL, 0 };
 		json_t *out = json_array(), *v;
 		const char *k;
-		MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_filter, &f);
+		MHD_get_connection_values(c->conn, MHD_GET_ARGUMENT_KIND, collect_filter, &f);
 		if (f.bad) {
 			json_decref(out);
 			problem(r, 400, "the filters are systemid, systemname and systemprovider");
@@ -267,22 +237,22 @@ static void handle_fed(fed_server *s, struct MHD_Connection *conn, const char *m
 				json_decref(out);
 				problem(r, 404, "no MEC system matches");
 			} else {
-				reply_json(r, 200, out);
+				lk_reply_json(r, 200, out);
 			}
 		}
 		json_decref(f.ids);
 		json_decref(f.names);
 		json_decref(f.providers);
 	} else if (id && !(sys = json_object_get(s->systems, id))) {
-		if (!strcmp(method, "GET") || !strcmp(method, "PATCH") || !strcmp(method, "DELETE"))
+		if (m == LK_GET || m == LK_PATCH || m == LK_DELETE)
 			problem(r, 404, "no MEC system %s", id);
 		else
-			problem(r, 405, "%s is not allowed here", method);
-	} else if (id && !strcmp(method, "GET")) {
-		reply_json(r, 200, info_of(sys));
-	} else if (id && !strcmp(method, "PATCH")) {
+			problem(r, 405, "%s is not allowed here", c->method_name);
+	} else if (id && m == LK_GET) {
+		lk_reply_json(r, 200, info_of(sys));
+	} else if (id && m == LK_PATCH) {
 		json_t *name, *ep;
-		if (!(b = body_object(up, r)))
+		if (!(b = body_object(c, r)))
 			goto out;
 		name = json_object_get(b, "systemName");
 		ep = json_object_get(b, "endpoint");
@@ -294,24 +264,26 @@ static void handle_fed(fed_server *s, struct MHD_Connection *conn, const char *m
 				json_object_set(sys, "systemName", name);
 			if (ep)
 				json_object_set(sys, "endpoint", ep);
-			reply_json(r, 200, info_of(sys));
+			lk_reply_json(r, 200, info_of(sys));
 		}
 		json_decref(b);
-	} else if (id && !strcmp(method, "DELETE")) {
+	} else if (id && m == LK_DELETE) {
 		json_object_del(s->systems, id);
-		r->status = 204;
+		lk_reply_empty(r, 204);
 	} else {
-		problem(r, 405, "%s is not allowed here", method);
+		problem(r, 405, "%s is not allowed here", c->method_name);
 	}
 out:
-	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->lk.lock);
 }
 
-static void handle_other(fed_server *s, const char *method, const char *url, const upload *up, reply *r)
+static void handle_other(fed_server *s, lk_call *c, lk_reply *r)
 {
-	pthread_mutex_lock(&s->lock);
-	if (!strncmp(url, "/notify/", 8) && !strcmp(method, "POST")) {
-		json_t *b = up->len ? json_loadb(up->body, up->len, 0, NULL) : NULL;
+	const char *url = c->url;
+	lk_method m = c->method;
+	pthread_mutex_lock(&s->lk.lock);
+	if (!strncmp(url, "/notify/", 8) && m == LK_POST) {
+		json_t *b = c->body_len ? json_loadb(c->body, c->body_len, 0, NULL) : NULL;
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		if (s->notify_failures > 0) {
@@ -322,16 +294,16 @@ static void handle_other(fed_server *s, const char *method, const char *url, con
 			json_array_append_new(s->notifications,
 					      json_pack("{s:s,s:o,s:f}", "path", url, "body", b ? b : json_null(),
 							"receivedAt", ts.tv_sec + ts.tv_nsec / 1e9));
-			r->status = 204;
+			lk_reply_empty(r, 204);
 		}
-	} else if (!strcmp(url, "/_notifications") && !strcmp(method, "GET")) {
-		reply_json(r, 200, json_pack("{s:O,s:I}", "items", s->notifications, "count",
-					     (json_int_t)json_array_size(s->notifications)));
-	} else if (!strcmp(url, "/_notifications") && !strcmp(method, "DELETE")) {
+	} else if (!strcmp(url, "/_notifications") && m == LK_GET) {
+		lk_reply_json(r, 200, json_pack("{s:O,s:I}", "items", s->notifications, "count",
+						(json_int_t)json_array_size(s->notifications)));
+	} else if (!strcmp(url, "/_notifications") && m == LK_DELETE) {
 		json_array_clear(s->notifications);
-		r->status = 204;
-	} else if (!strcmp(url, "/_config") && !strcmp(method, "PUT")) {
-		json_t *b = up->len ? json_loadb(up->body, up->len, 0, NULL) : NULL;
+		lk_reply_empty(r, 204);
+	} else if (!strcmp(url, "/_config") && m == LK_PUT) {
+		json_t *b = c->body_len ? json_loadb(c->body, c->body_len, 0, NULL) : NULL;
 		json_t *st = json_object_get(b, "notifyStatus"), *n = json_object_get(b, "notifyFailures");
 		if (!json_is_object(b) || (st && (!json_is_integer(st) || json_integer_value(st) < 200 ||
 						  json_integer_value(st) > 599)) ||
@@ -342,86 +314,39 @@ static void handle_other(fed_server *s, const char *method, const char *url, con
 				s->notify_status = (int)json_integer_value(st);
 			if (n)
 				s->notify_failures = (int)json_integer_value(n);
-			reply_json(r, 200, json_pack("{s:i,s:i}", "notifyStatus", s->notify_status, "notifyFailures",
-						     s->notify_failures));
+			lk_reply_json(r, 200, json_pack("{s:i,s:i}", "notifyStatus", s->notify_status, "notifyFailures",
+							s->notify_failures));
 		}
 		json_decref(b);
-	} else if (!strcmp(url, "/_stats") && !strcmp(method, "GET")) {
-		reply_json(r, 200, json_pack("{s:{s:I,s:I,s:I,s:I},s:I}", "requests", "GET", (json_int_t)s->requests[0],
-					     "POST", (json_int_t)s->requests[1], "PATCH", (json_int_t)s->requests[2],
-					     "DELETE", (json_int_t)s->requests[3], "systems",
-					     (json_int_t)json_object_size(s->systems)));
+	} else if (!strcmp(url, "/_stats") && m == LK_GET) {
+		const uint64_t *n = s->lk.requests;
+		lk_reply_json(r, 200, json_pack("{s:{s:I,s:I,s:I,s:I},s:I}", "requests",
+						"GET", (json_int_t)n[LK_GET],
+						"POST", (json_int_t)n[LK_POST],
+						"PATCH", (json_int_t)n[LK_PATCH],
+						"DELETE", (json_int_t)n[LK_DELETE],
+						"systems",
+						(json_int_t)json_object_size(s->systems)));
 	} else {
 		problem(r, 404, "no resource at %s", url);
 	}
-	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->lk.lock);
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-				  const char *version, const char *data, size_t *size, void **req_cls)
+/* Every request is counted by method; a too large body is refused
+ * wherever it goes. */
+static void handle(lk_call *c, lk_reply *r)
 {
-	fed_server *s = cls;
-	upload *up = *req_cls;
-	reply r = { 500, NULL, NULL, NULL };
-	struct MHD_Response *resp;
-	enum MHD_Result ret;
-	(void)version;
-	if (!up) {
-		if (!(up = calloc(1, sizeof(*up))))
-			return MHD_NO;
-		*req_cls = up;
-		return MHD_YES;
-	}
-	if (*size) {
-		if (!up->too_large && up->len + *size <= MAX_BODY) {
-			char *p = realloc(up->body, up->len + *size + 1);
-			if (!p)
-				return MHD_NO;
-			up->body = p;
-			memcpy(up->body + up->len, data, *size);
-			up->len += *size;
-		} else {
-			up->too_large = 1;
-		}
-		*size = 0;
-		return MHD_YES;
-	}
-	pthread_mutex_lock(&s->lock);
-	s->requests[!strcmp(method, "GET") ? 0 : !strcmp(method, "POST") ? 1 : !strcmp(method, "PATCH") ? 2
-		    : !strcmp(method, "DELETE") ? 3 : 4]++;
-	pthread_mutex_unlock(&s->lock);
-	if (up->too_large)
-		problem(&r, 413, "the body exceeds %d bytes", MAX_BODY);
-	else if (!strncmp(url, "/fed_enablement/", 16))
-		handle_fed(s, conn, method, url, up, &r);
+	fed_server *s = c->srv;
+	pthread_mutex_lock(&s->lk.lock);
+	s->lk.requests[c->method]++;
+	pthread_mutex_unlock(&s->lk.lock);
+	if (c->too_large)
+		problem(r, 413, "the body exceeds %d bytes", MAX_BODY);
+	else if (!strncmp(c->url, "/fed_enablement/", 16))
+		handle_fed(s, c, r);
 	else
-		handle_other(s, method, url, up, &r);
-	resp = MHD_create_response_from_buffer(r.body ? strlen(r.body) : 0, r.body ? r.body : (void *)"",
-					       r.body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-	if (!resp) {
-		free(r.body);
-		free(r.location);
-		return MHD_NO;
-	}
-	if (r.body && r.ctype)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r.ctype);
-	if (r.location)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, r.location);
-	ret = MHD_queue_response(conn, (unsigned)r.status, resp);
-	MHD_destroy_response(resp);
-	free(r.location);
-	return ret;
-}
-
-static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls, enum MHD_RequestTerminationCode toe)
-{
-	upload *up = *req_cls;
-	(void)cls, (void)conn, (void)toe;
-	if (up) {
-		free(up->body);
-		free(up);
-		*req_cls = NULL;
-	}
+		handle_other(s, c, r);
 }
 
 static void usage(FILE *f)
@@ -435,84 +360,41 @@ static void usage(FILE *f)
 	      "  --help               this help\n", f);
 }
 
+
+enum { O_TOKEN = LK_OPT_OWN };
+
+static bool own_option(void *cls, int opt, const char *arg)
+{
+	fed_server *s = cls;
+	if (opt != O_TOKEN)
+		return false;
+	s->token = arg;
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "listen", required_argument, NULL, 'l' },
-		{ "port-file", required_argument, NULL, 'p' },
-		{ "token", required_argument, NULL, 't' },
-		{ "help", no_argument, NULL, 'h' },
+		LK_OPTIONS_BASE,
+		{ "token", required_argument, NULL, O_TOKEN },
 		{ NULL, 0, NULL, 0 },
 	};
 	static fed_server srv;
-	const char *listen_spec = "127.0.0.1:0", *port_file = NULL;
-	char host[256];
-	const char *colon;
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-	struct addrinfo *ai = NULL;
-	struct MHD_Daemon *d;
-	const union MHD_DaemonInfo *info;
-	sigset_t sigs;
-	int opt, sig;
-	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'l': listen_spec = optarg; break;
-		case 'p': port_file = optarg; break;
-		case 't': srv.token = optarg; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
-		}
-	}
-	colon = strrchr(listen_spec, ':');
-	if (!colon || (size_t)(colon - listen_spec) >= sizeof(host)) {
-		fprintf(stderr, "federator: bad --listen %s\n", listen_spec);
+	int rc;
+
+	lk_init(&srv.lk, "federator");
+	srv.lk.max_body = MAX_BODY;
+	srv.lk.thread_pool = 2;
+	if ((rc = lk_parse_args(&srv.lk, argc, argv, opts, own_option, &srv, usage)) >= 0)
+		return rc;
+	if (lk_resolve(&srv.lk) != 0)
 		return 2;
-	}
-	snprintf(host, sizeof(host), "%.*s", (int)(colon - listen_spec), listen_spec);
-	if (getaddrinfo(host[0] ? host : "127.0.0.1", colon + 1, &hints, &ai) != 0) {
-		fprintf(stderr, "federator: cannot resolve %s\n", listen_spec);
-		return 2;
-	}
-	pthread_mutex_init(&srv.lock, NULL);
-	json_object_seed(0);
 	srv.systems = json_object();
 	srv.notifications = json_array();
 	srv.notify_status = 503;
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
-			     (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
-			     0, NULL, NULL, on_request, &srv, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-			     MHD_OPTION_NOTIFY_COMPLETED, on_completed, &srv, MHD_OPTION_THREAD_POOL_SIZE, 2u,
-			     MHD_OPTION_END);
-	freeaddrinfo(ai);
-	if (!d) {
-		fprintf(stderr, "federator: cannot listen on %s\n", listen_spec);
-		return 1;
-	}
-	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-	if (port_file) {
-		char tmp[4096];
-		FILE *f;
-		snprintf(tmp, sizeof(tmp), "%s.tmp", port_file);
-		if (!(f = fopen(tmp, "w")) || fprintf(f, "%u\n", info ? info->port : 0) < 0 || fclose(f) != 0 ||
-		    rename(tmp, port_file) != 0) {
-			fprintf(stderr, "federator: cannot write %s: %s\n", port_file, strerror(errno));
-			MHD_stop_daemon(d);
-			return 1;
-		}
-	}
-	printf("federator listening on http://%s:%u\n", host[0] ? host : "127.0.0.1", info ? info->port : 0);
-	fflush(stdout);
-	do {
-		if (sigwait(&sigs, &sig) != 0)
-			break;
-	} while (sig != SIGINT && sig != SIGTERM);
-	MHD_stop_daemon(d);
+	rc = lk_run(&srv.lk, handle, &srv, NULL);
+	lk_free(&srv.lk);
 	json_decref(srv.systems);
 	json_decref(srv.notifications);
-	return 0;
+	return rc;
 }

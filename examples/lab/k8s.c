@@ -39,30 +39,17 @@
  *
  * Concurrency: one thread per connection (libmicrohttpd); one mutex guards
  * the store and the counters.  A stand-alone executable: libmicrohttpd,
- * jansson and pthread only.  See examples/lab/README.md.
+ * jansson and pthread only; labkit.c brings the command line, the HTTP
+ * plumbing and the fault injection every lab emulator shares.  See
+ * examples/lab/README.md.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <errno.h>
-#include <fcntl.h>
-#include <getopt.h>
-#include <jansson.h>
-#include <limits.h>
-#include <microhttpd.h>
-#include <netdb.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
+#include "labkit.h"
+
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/random.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #define K8_MAX_BODY (3 * 1024 * 1024) /* the real API's default limit */
@@ -70,14 +57,6 @@
 #define K8_THREAD_STACK (1024 * 1024)
 #define ROLLOUT_FAIL_ANNOTATION "lab.mecorch.io/rollout-fail"
 #define REVISION_ANNOTATION "deployment.kubernetes.io/revision"
-
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-
-typedef enum { K8_GET, K8_POST, K8_PUT, K8_PATCH, K8_DELETE, K8_OTHER, K8_METHOD_COUNT } k8_method;
-
-static const char *const method_names[K8_METHOD_COUNT] = {
-	"GET", "POST", "PUT", "PATCH", "DELETE", "OTHER",
-};
 
 /* The kinds served.  resource is the path segment and the store prefix. */
 typedef struct {
@@ -97,21 +76,17 @@ static const k8_kind kinds[] = {
 	{ "deployments", "Deployment", "apps/v1", "apps", true, false, true },
 };
 
+
+/* The controllers' timing, which PUT /_config can change at run time. */
 typedef struct {
-	long latency_ms;
-	double fail_rate;
 	long rollout_delay_ms;
 	long terminating_ms;
 } k8_config;
 
 typedef struct {
-	pthread_mutex_t lock;        /* guards everything below */
+	lk_server lk;                /* lk.lock guards everything below too */
 	k8_config cfg;
-	uint64_t rng;
-	uint64_t requests[K8_METHOD_COUNT];
-	uint64_t responses[600];
-	const char *token;
-	const char *readonly_token;
+	const char *readonly_token;  /* --readonly-token (--token is lk.token) */
 
 	json_t *objects;             /* "resource/ns/name" -> object */
 	json_t *rollouts;            /* "deployments/ns/name" -> due time (ms, monotonic) */
@@ -124,12 +99,6 @@ typedef struct {
 	uint64_t saved_rv;           /* the resourceVersion last saved */
 } k8_server;
 
-typedef struct {
-	char *body;
-	size_t len, cap;
-	bool too_large;
-} k8_upload;
-
 /* A parsed API path. */
 typedef struct {
 	const k8_kind *kind;
@@ -138,78 +107,13 @@ typedef struct {
 	bool status;                 /* the /status subresource */
 } k8_path;
 
-typedef struct {
-	k8_server *srv;
-	struct MHD_Connection *conn;
-	k8_method method;
-	const char *body;
-	size_t body_len;
-	bool readonly;               /* authenticated with --readonly-token */
-} k8_call;
-
-typedef struct {
-	int status;
-	char *body;
-	bool www_auth;
-} k8_reply;
 
 /* ---- small helpers ---------------------------------------------------- */
 
-static uint64_t mix64(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
-/* Uniform in [0, 1).  Caller holds srv->lock. */
-static double rng_next(k8_server *s)
-{
-	uint64_t x = s->rng;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	s->rng = x;
-	return (double)((x * 0x2545f4914f6cdd1dULL) >> 11) / 9007199254740992.0;
-}
-
-static uint64_t random_u64(void)
-{
-	uint64_t v = 0;
-	if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v)) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		v = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid();
-	}
-	return v;
-}
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-/* RFC 3339 UTC, seconds precision, as Kubernetes writes timestamps. */
-static void rfc3339_now(char *out, size_t n)
-{
-	time_t t = time(NULL);
-	struct tm tm;
-	gmtime_r(&t, &tm);
-	strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
 
 static void new_uid(char *out, size_t n)
 {
-	uint64_t a = random_u64(), b = random_u64();
+	uint64_t a = lk_random_u64(), b = lk_random_u64();
 	snprintf(out, n, "%08x-%04x-4%03x-%04x-%012llx", (unsigned)(a >> 32),
 		 (unsigned)(a >> 16) & 0xffff, (unsigned)a & 0xfff,
 		 (unsigned)((b >> 48) & 0x3fff) | 0x8000, (unsigned long long)(b & 0xffffffffffffULL));
@@ -269,16 +173,6 @@ static void store_key(char *out, size_t n, const k8_kind *k, const char *ns, con
 
 /* ---- replies: Status objects ------------------------------------------ */
 
-static void reply_json(k8_reply *r, int status, json_t *j)
-{
-	free(r->body);
-	r->status = status;
-	r->body = j ? json_dumps(j, JSON_COMPACT) : NULL;
-	json_decref(j);
-	if (!r->body)
-		r->status = 500;
-}
-
 static const char *reason_of(int code)
 {
 	switch (code) {
@@ -298,9 +192,9 @@ static const char *reason_of(int code)
 
 /* A Status failure.  reason NULL: the code's usual reason.  details may be
  * NULL (stolen otherwise). */
-static void reply_status(k8_reply *r, int code, const char *reason, json_t *details,
+static void reply_status(lk_reply *r, int code, const char *reason, json_t *details,
 			 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static void reply_status(k8_reply *r, int code, const char *reason, json_t *details,
+static void reply_status(lk_reply *r, int code, const char *reason, json_t *details,
 			 const char *fmt, ...)
 {
 	char msg[600];
@@ -320,7 +214,7 @@ static void reply_status(k8_reply *r, int code, const char *reason, json_t *deta
 		json_object_set_new(st, "details", details);
 	else
 		json_decref(details);
-	reply_json(r, code, st);
+	lk_reply_json(r, code, st);
 }
 
 static json_t *details_of(const k8_kind *k, const char *name)
@@ -333,16 +227,16 @@ static json_t *details_of(const k8_kind *k, const char *name)
 	return d;
 }
 
-static void reply_not_found(k8_reply *r, const k8_kind *k, const char *name)
+static void reply_not_found(lk_reply *r, const k8_kind *k, const char *name)
 {
 	reply_status(r, 404, NULL, details_of(k, name), "%s \"%s\" not found", k->resource, name);
 }
 
 /* 422 Invalid with one cause. */
-static void reply_invalid(k8_reply *r, const k8_kind *k, const char *name, const char *field,
+static void reply_invalid(lk_reply *r, const k8_kind *k, const char *name, const char *field,
 			  const char *cause_reason, const char *fmt, ...)
 	__attribute__((format(printf, 6, 7)));
-static void reply_invalid(k8_reply *r, const k8_kind *k, const char *name, const char *field,
+static void reply_invalid(lk_reply *r, const k8_kind *k, const char *name, const char *field,
 			  const char *cause_reason, const char *fmt, ...)
 {
 	char what[400];
@@ -358,38 +252,13 @@ static void reply_invalid(k8_reply *r, const k8_kind *k, const char *name, const
 		     name && *name ? name : "", field, what);
 }
 
-static enum MHD_Result reply_send(struct MHD_Connection *conn, k8_reply *r)
-{
-	struct MHD_Response *resp;
-	enum MHD_Result ret;
-	if (r->body) {
-		resp = MHD_create_response_from_buffer_with_free_callback(strlen(r->body), r->body,
-									  free);
-		if (resp)
-			r->body = NULL;
-	} else {
-		resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-	}
-	if (!resp) {
-		free(r->body);
-		return MHD_NO;
-	}
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-	if (r->www_auth)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-					"Bearer realm=\"kubernetes\"");
-	ret = MHD_queue_response(conn, (unsigned)r->status, resp);
-	MHD_destroy_response(resp);
-	return ret;
-}
-
 /* ---- the controllers (lazy) -------------------------------------------- */
 
 static json_t *condition(const char *type, const char *status, const char *reason,
 			 const char *message)
 {
 	char ts[40];
-	rfc3339_now(ts, sizeof(ts));
+	lk_rfc3339_now(ts, sizeof(ts), false);
 	return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", type, "status", status,
 			 "lastUpdateTime", ts, "lastTransitionTime", ts, "reason", reason,
 			 "message", message);
@@ -472,7 +341,7 @@ static json_t *deployment_status(json_t *dep, json_t *prev, bool done)
 /* Apply what the controllers would have done by now.  Caller holds the lock. */
 static void sweep(k8_server *s)
 {
-	int64_t now = mono_ms();
+	int64_t now = lk_mono_ms();
 	const char *key;
 	json_t *due, *tmp;
 
@@ -504,7 +373,7 @@ static void sweep(k8_server *s)
 		json_t *obj, *tmp2;
 		if (json_integer_value(due) > now)
 			continue;
-		for (size_t i = 0; i < ARRAY_SIZE(kinds); i++) {
+		for (size_t i = 0; i < LK_ARRAY_SIZE(kinds); i++) {
 			if (!kinds[i].namespaced)
 				continue;
 			snprintf(prefix, sizeof(prefix), "%s/%s/", kinds[i].resource, key);
@@ -541,8 +410,7 @@ static json_t *remaining_of(json_t *deadlines, int64_t now)
  * Caller holds the lock.  A failure is reported on stderr, not to clients. */
 static void save_state(k8_server *s)
 {
-	char tmp[PATH_MAX];
-	int64_t now = mono_ms();
+	int64_t now = lk_mono_ms();
 	json_t *st;
 	if (!s->state_file || s->rv == s->saved_rv)
 		return;
@@ -550,12 +418,8 @@ static void save_state(k8_server *s)
 		       "next_ip", (json_int_t)s->next_ip, "next_node_port", (json_int_t)s->next_node_port,
 		       "objects", s->objects, "rollouts", remaining_of(s->rollouts, now),
 		       "purges", remaining_of(s->purges, now));
-	snprintf(tmp, sizeof(tmp), "%s.tmp", s->state_file);
-	if (!st || json_dump_file(st, tmp, JSON_COMPACT) != 0 || rename(tmp, s->state_file) != 0)
-		fprintf(stderr, "k8s: cannot save %s: %s\n", s->state_file, strerror(errno));
-	else
+	if (lk_save_json(&s->lk, s->state_file, st) == 0)
 		s->saved_rv = s->rv;
-	json_decref(st);
 }
 
 /* Load --state-file if it exists: 1 loaded, 0 no file, -1 unreadable. */
@@ -564,7 +428,7 @@ static int load_state(k8_server *s)
 	json_error_t err;
 	json_t *st, *v;
 	const char *k;
-	int64_t now = mono_ms();
+	int64_t now = lk_mono_ms();
 	if (access(s->state_file, F_OK) != 0)
 		return 0;
 	if (!(st = json_load_file(s->state_file, 0, &err)) ||
@@ -587,7 +451,7 @@ static int load_state(k8_server *s)
 
 /* ---- request bodies ---------------------------------------------------- */
 
-static json_t *body_object(const k8_call *c, const k8_kind *k, k8_reply *r)
+static json_t *body_object(const lk_call *c, const k8_kind *k, lk_reply *r)
 {
 	json_error_t err;
 	json_t *j;
@@ -643,7 +507,7 @@ static bool labels_match(json_t *selector, json_t *labels)
  * stored object on a replace (borrowed), NULL on create.  false with the
  * reply set. */
 static bool validate_and_default(k8_server *s, const k8_kind *k, json_t *obj, json_t *old,
-				 const char *name, k8_reply *r)
+				 const char *name, lk_reply *r)
 {
 	json_t *meta = json_object_get(obj, "metadata");
 	json_t *spec = json_object_get(obj, "spec");
@@ -893,7 +757,7 @@ static bool validate_and_default(k8_server *s, const k8_kind *k, json_t *obj, js
 /* The namespace ns: 0 when it exists and is Active, else the reply is set
  * (404, or 403 when terminating and creating).  Caller holds the lock. */
 static int check_namespace(k8_server *s, const k8_kind *k, const char *ns, const char *name,
-			   bool creating, k8_reply *r)
+			   bool creating, lk_reply *r)
 {
 	char key[300];
 	json_t *nso;
@@ -950,7 +814,7 @@ static int cmp_names(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static void h_list(k8_call *c, const k8_path *p, k8_reply *r)
+static void h_list(lk_call *c, const k8_path *p, lk_reply *r)
 {
 	k8_server *s = c->srv;
 	const char *sel = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "labelSelector");
@@ -989,27 +853,28 @@ static void h_list(k8_call *c, const k8_path *p, k8_reply *r)
 	free(keys);
 	snprintf(listkind, sizeof(listkind), "%sList", p->kind->kind);
 	snprintf(rv, sizeof(rv), "%llu", (unsigned long long)s->rv);
-	reply_json(r, 200, json_pack("{s:s, s:s, s:{s:s}, s:o}", "kind", listkind, "apiVersion",
-				     p->kind->api_version, "metadata", "resourceVersion", rv,
-				     "items", items));
+	lk_reply_json(r, 200, json_pack("{s:s, s:s, s:{s:s}, s:o}", "kind", listkind, "apiVersion",
+					p->kind->api_version, "metadata", "resourceVersion", rv,
+					"items", items));
 }
 
-static void h_get(k8_call *c, const k8_path *p, k8_reply *r)
+static void h_get(lk_call *c, const k8_path *p, lk_reply *r)
 {
+	k8_server *s = c->srv;
 	char key[600];
 	json_t *obj;
 	store_key(key, sizeof(key), p->kind, p->ns, p->name);
-	obj = json_object_get(c->srv->objects, key);
+	obj = json_object_get(s->objects, key);
 	if (!obj) {
 		reply_not_found(r, p->kind, p->name);
 		return;
 	}
-	reply_json(r, 200, json_incref(obj));
+	lk_reply_json(r, 200, json_incref(obj));
 }
 
 /* Check kind, apiVersion, metadata.name and metadata.namespace of body
  * against the request.  *name: the object's name. */
-static bool check_identity(const k8_path *p, json_t *body, const char **name, k8_reply *r)
+static bool check_identity(const k8_path *p, json_t *body, const char **name, lk_reply *r)
 {
 	json_t *meta = json_object_get(body, "metadata");
 	const char *kind = json_string_value(json_object_get(body, "kind"));
@@ -1054,7 +919,7 @@ static bool check_identity(const k8_path *p, json_t *body, const char **name, k8
 	return true;
 }
 
-static void h_create(k8_call *c, const k8_path *p, k8_reply *r)
+static void h_create(lk_call *c, const k8_path *p, lk_reply *r)
 {
 	k8_server *s = c->srv;
 	json_t *body = body_object(c, p->kind, r), *meta, *newmeta;
@@ -1086,7 +951,7 @@ static void h_create(k8_call *c, const k8_path *p, k8_reply *r)
 	json_object_set_new(newmeta, "resourceVersion", next_rv(s));
 	if (p->kind->has_generation)
 		json_object_set_new(newmeta, "generation", json_integer(1));
-	rfc3339_now(ts, sizeof(ts));
+	lk_rfc3339_now(ts, sizeof(ts), false);
 	json_object_set_new(newmeta, "creationTimestamp", json_string(ts));
 	if (json_object_size(json_object_get(meta, "labels")))
 		json_object_set(newmeta, "labels", json_object_get(meta, "labels"));
@@ -1109,16 +974,17 @@ static void h_create(k8_call *c, const k8_path *p, k8_reply *r)
 	json_object_set_new(body, "apiVersion", json_string(p->kind->api_version));
 	if (strcmp(p->kind->resource, "deployments") == 0) {
 		json_object_set_new(body, "status", deployment_status(body, NULL, false));
-		json_object_set_new(s->rollouts, key, json_integer(mono_ms() + s->cfg.rollout_delay_ms));
+		json_object_set_new(s->rollouts, key,
+				    json_integer(lk_mono_ms() + s->cfg.rollout_delay_ms));
 	}
 	json_object_set(s->objects, key, body);
-	reply_json(r, 201, json_incref(body));
+	lk_reply_json(r, 201, json_incref(body));
 done:
 	json_decref(body);
 }
 
 /* PUT: replace the whole object (or its status, on /status). */
-static void h_replace(k8_call *c, const k8_path *p, k8_reply *r)
+static void h_replace(lk_call *c, const k8_path *p, lk_reply *r)
 {
 	k8_server *s = c->srv;
 	json_t *body = body_object(c, p->kind, r), *old, *meta, *oldmeta, *newmeta, *upd = NULL;
@@ -1202,7 +1068,7 @@ static void h_replace(k8_call *c, const k8_path *p, k8_reply *r)
 				json_object_set_new(upd, "status", deployment_status(upd, json_object_get(old, "status"),
 										     false));
 				json_object_set_new(s->rollouts, key,
-						    json_integer(mono_ms() + s->cfg.rollout_delay_ms));
+						    json_integer(lk_mono_ms() + s->cfg.rollout_delay_ms));
 			} else {
 				json_object_set(upd, "status", json_object_get(old, "status"));
 			}
@@ -1216,13 +1082,13 @@ static void h_replace(k8_call *c, const k8_path *p, k8_reply *r)
 	json_object_set_new(upd, "kind", json_string(p->kind->kind));
 	json_object_set_new(upd, "apiVersion", json_string(p->kind->api_version));
 	json_object_set(s->objects, key, upd);
-	reply_json(r, 200, json_incref(upd));
+	lk_reply_json(r, 200, json_incref(upd));
 done:
 	json_decref(upd);
 	json_decref(body);
 }
 
-static void h_delete(k8_call *c, const k8_path *p, k8_reply *r)
+static void h_delete(lk_call *c, const k8_path *p, lk_reply *r)
 {
 	k8_server *s = c->srv;
 	char key[600], ts[40];
@@ -1268,14 +1134,15 @@ static void h_delete(k8_call *c, const k8_path *p, k8_reply *r)
 		}
 		upd = json_copy(obj);
 		meta = json_copy(json_object_get(obj, "metadata"));
-		rfc3339_now(ts, sizeof(ts));
+		lk_rfc3339_now(ts, sizeof(ts), false);
 		json_object_set_new(meta, "deletionTimestamp", json_string(ts));
 		json_object_set_new(meta, "resourceVersion", next_rv(s));
 		json_object_set_new(upd, "metadata", meta);
 		json_object_set_new(upd, "status", json_pack("{s:s}", "phase", "Terminating"));
 		json_object_set(s->objects, key, upd);
-		json_object_set_new(s->purges, p->name, json_integer(mono_ms() + s->cfg.terminating_ms));
-		reply_json(r, 200, upd);
+		json_object_set_new(s->purges, p->name,
+				    json_integer(lk_mono_ms() + s->cfg.terminating_ms));
+		lk_reply_json(r, 200, upd);
 		return;
 	}
 	{
@@ -1284,9 +1151,9 @@ static void h_delete(k8_call *c, const k8_path *p, k8_reply *r)
 		json_object_del(s->rollouts, key);
 		json_object_del(s->objects, key);
 		s->rv++;
-		reply_json(r, 200, json_pack("{s:s, s:s, s:{}, s:s, s:o}", "kind", "Status",
-					     "apiVersion", "v1", "metadata", "status", "Success",
-					     "details", d));
+		lk_reply_json(r, 200, json_pack("{s:s, s:s, s:{}, s:s, s:o}", "kind", "Status",
+						"apiVersion", "v1", "metadata", "status", "Success",
+						"details", d));
 	}
 }
 
@@ -1294,7 +1161,7 @@ static void h_delete(k8_call *c, const k8_path *p, k8_reply *r)
 
 static const k8_kind *kind_of(const char *resource, bool apps)
 {
-	for (size_t i = 0; i < ARRAY_SIZE(kinds); i++)
+	for (size_t i = 0; i < LK_ARRAY_SIZE(kinds); i++)
 		if (strcmp(kinds[i].resource, resource) == 0 && (*kinds[i].group != '\0') == apps)
 			return &kinds[i];
 	return NULL;
@@ -1349,45 +1216,46 @@ static int parse_path(const char *url, k8_path *p)
 	return 0;
 }
 
-static void api_dispatch(k8_call *c, const char *url, k8_reply *r)
+static void api_dispatch(lk_call *c, bool readonly, lk_reply *r)
 {
+	k8_server *s = c->srv;
 	k8_path p;
-	if (parse_path(url, &p) != 0) {
+	if (parse_path(c->url, &p) != 0) {
 		reply_status(r, 404, NULL, NULL, "the server could not find the requested resource");
 		return;
 	}
-	if (c->readonly && c->method != K8_GET) {
-		const char *verb = c->method == K8_POST ? "create"
-				   : c->method == K8_DELETE ? "delete" : "update";
+	if (readonly && c->method != LK_GET) {
+		const char *verb = c->method == LK_POST ? "create"
+				   : c->method == LK_DELETE ? "delete" : "update";
 		reply_status(r, 403, NULL, details_of(p.kind, p.name[0] ? p.name : NULL),
 			     "%s \"%s\" is forbidden: User \"lab-readonly\" cannot %s resource \"%s\" "
 			     "in API group \"%s\"", p.kind->resource, p.name, verb, p.kind->resource,
 			     p.kind->group);
 		return;
 	}
-	pthread_mutex_lock(&c->srv->lock);
-	sweep(c->srv);
+	pthread_mutex_lock(&s->lk.lock);
+	sweep(s);
 	if (!p.name[0]) {
-		if (c->method == K8_GET)
+		if (c->method == LK_GET)
 			h_list(c, &p, r);
-		else if (c->method == K8_POST)
+		else if (c->method == LK_POST)
 			h_create(c, &p, r);
 		else
 			reply_status(r, 405, NULL, NULL, "the server does not allow this method on the "
 				     "requested resource");
 	} else {
-		if (c->method == K8_GET)
+		if (c->method == LK_GET)
 			h_get(c, &p, r);
-		else if (c->method == K8_PUT)
+		else if (c->method == LK_PUT)
 			h_replace(c, &p, r);
-		else if (c->method == K8_DELETE && !p.status)
+		else if (c->method == LK_DELETE && !p.status)
 			h_delete(c, &p, r);
 		else
 			reply_status(r, 405, NULL, NULL, "the server does not allow this method on the "
 				     "requested resource");
 	}
-	save_state(c->srv);
-	pthread_mutex_unlock(&c->srv->lock);
+	save_state(s);
+	pthread_mutex_unlock(&s->lk.lock);
 }
 
 /* ---- control endpoints ------------------------------------------------ */
@@ -1395,11 +1263,11 @@ static void api_dispatch(k8_call *c, const char *url, k8_reply *r)
 static json_t *config_json(const k8_server *s)
 {
 	return json_pack("{s:I, s:f, s:I, s:I, s:b, s:b}",
-			 "latency_ms", (json_int_t)s->cfg.latency_ms,
-			 "fail_rate", s->cfg.fail_rate,
+			 "latency_ms", (json_int_t)s->lk.faults.latency_ms,
+			 "fail_rate", s->lk.faults.fail_rate,
 			 "rollout_delay_ms", (json_int_t)s->cfg.rollout_delay_ms,
 			 "terminating_ms", (json_int_t)s->cfg.terminating_ms,
-			 "token_required", s->token != NULL,
+			 "token_required", s->lk.token != NULL,
 			 "readonly_token", s->readonly_token != NULL);
 }
 
@@ -1408,27 +1276,21 @@ static bool builtin_namespace(const char *key)
 	return strcmp(key, "namespaces//default") == 0 || strcmp(key, "namespaces//kube-system") == 0;
 }
 
-static void ctl_stats(k8_call *c, k8_reply *r)
+static void ctl_stats(lk_call *c, lk_reply *r)
 {
 	k8_server *s = c->srv;
-	json_t *st = json_object(), *req = json_object(), *resp = json_object(), *objs = json_object();
+	json_t *st = json_object(), *req, *resp, *objs = json_object();
 	const char *key;
 	json_t *obj;
 	json_int_t total = 0;
-	char code[16], rv[24];
+	char rv[24];
 
-	pthread_mutex_lock(&s->lock);
+	pthread_mutex_lock(&s->lk.lock);
 	sweep(s);
 	save_state(s);
-	for (int i = 0; i < K8_METHOD_COUNT; i++)
-		json_object_set_new(req, method_names[i], json_integer((json_int_t)s->requests[i]));
-	for (int i = 0; i < (int)ARRAY_SIZE(s->responses); i++) {
-		if (s->responses[i]) {
-			snprintf(code, sizeof(code), "%d", i);
-			json_object_set_new(resp, code, json_integer((json_int_t)s->responses[i]));
-		}
-	}
-	for (size_t i = 0; i < ARRAY_SIZE(kinds); i++)
+	req = lk_requests_json(&s->lk, false); /* HEAD is OTHER here */
+	resp = lk_responses_json(&s->lk);
+	for (size_t i = 0; i < LK_ARRAY_SIZE(kinds); i++)
 		json_object_set_new(objs, kinds[i].resource, json_integer(0));
 	json_object_foreach(s->objects, key, obj) {
 		const char *slash = strchr(key, '/');
@@ -1445,93 +1307,53 @@ static void ctl_stats(k8_call *c, k8_reply *r)
 	json_object_set_new(st, "resource_version", json_string(rv));
 	json_object_set_new(st, "terminating", json_integer((json_int_t)json_object_size(s->purges)));
 	json_object_set_new(st, "rolling_out", json_integer((json_int_t)json_object_size(s->rollouts)));
-	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->lk.lock);
 	json_object_set_new(st, "requests", req);
 	json_object_set_new(st, "responses", resp);
 	json_object_set_new(st, "objects", objs);
 	json_object_set_new(st, "total_objects", json_integer(total));
-	reply_json(r, 200, st);
+	lk_reply_json(r, 200, st);
 }
 
-static bool config_number(json_t *body, const char *k, double lo, double hi, bool integer,
-			  double *out, k8_reply *r)
+static void ctl_config(lk_call *c, lk_reply *r)
 {
-	json_t *v = json_object_get(body, k);
-	double d;
-	if (!v)
-		return true;
-	if (!json_is_number(v) || (integer && !json_is_integer(v))) {
-		reply_status(r, 400, NULL, NULL, "%s must be %s", k, integer ? "an integer" : "a number");
-		return false;
-	}
-	d = json_number_value(v);
-	if (d < lo || d > hi) {
-		reply_status(r, 400, NULL, NULL, "%s must be within [%g, %g]", k, lo, hi);
-		return false;
-	}
-	*out = d;
-	return true;
-}
-
-static void ctl_config(k8_call *c, k8_reply *r)
-{
-	static const char *const known[] = {
-		"latency_ms", "fail_rate", "rollout_delay_ms", "terminating_ms",
-	};
 	k8_server *s = c->srv;
-	json_t *body, *v;
-	const char *k;
-	double lat, fail, roll, term;
+	const lk_setting settings[] = {
+		{ "latency_ms", 0, 3600000, &s->lk.faults.latency_ms, NULL },
+		{ "fail_rate", 0, 1, NULL, &s->lk.faults.fail_rate },
+		{ "rollout_delay_ms", 0, 3600000, &s->cfg.rollout_delay_ms, NULL },
+		{ "terminating_ms", 0, 3600000, &s->cfg.terminating_ms, NULL },
+	};
+	json_t *body;
+	char why[512];
 
-	if (c->method == K8_GET) {
-		pthread_mutex_lock(&s->lock);
-		reply_json(r, 200, config_json(s));
-		pthread_mutex_unlock(&s->lock);
+	if (c->method == LK_GET) {
+		pthread_mutex_lock(&s->lk.lock);
+		lk_reply_json(r, 200, config_json(s));
+		pthread_mutex_unlock(&s->lk.lock);
 		return;
 	}
-	if (!(body = json_loadb(c->body ? c->body : "", c->body_len, 0, NULL)) || !json_is_object(body)) {
-		json_decref(body);
+	if (!(body = lk_body_object(c, NULL, NULL))) {
 		reply_status(r, 400, NULL, NULL, "the body must be a JSON object");
 		return;
 	}
-	json_object_foreach(body, k, v) {
-		size_t i;
-		for (i = 0; i < ARRAY_SIZE(known); i++)
-			if (strcmp(k, known[i]) == 0)
-				break;
-		if (i == ARRAY_SIZE(known)) {
-			reply_status(r, 400, NULL, NULL, "unknown setting %s", k);
-			json_decref(body);
-			return;
-		}
-	}
-	pthread_mutex_lock(&s->lock);
-	lat = (double)s->cfg.latency_ms;
-	fail = s->cfg.fail_rate;
-	roll = (double)s->cfg.rollout_delay_ms;
-	term = (double)s->cfg.terminating_ms;
-	if (config_number(body, "latency_ms", 0, 3600000, true, &lat, r) &&
-	    config_number(body, "fail_rate", 0, 1, false, &fail, r) &&
-	    config_number(body, "rollout_delay_ms", 0, 3600000, true, &roll, r) &&
-	    config_number(body, "terminating_ms", 0, 3600000, true, &term, r)) {
-		s->cfg.latency_ms = (long)lat;
-		s->cfg.fail_rate = fail;
-		s->cfg.rollout_delay_ms = (long)roll;
-		s->cfg.terminating_ms = (long)term;
-		reply_json(r, 200, config_json(s));
-	}
-	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_lock(&s->lk.lock);
+	if (lk_settings_apply(body, settings, LK_ARRAY_SIZE(settings), why, sizeof(why)) != 0)
+		reply_status(r, 400, NULL, NULL, "%s", why);
+	else
+		lk_reply_json(r, 200, config_json(s));
+	pthread_mutex_unlock(&s->lk.lock);
 	json_decref(body);
 }
 
 /* Remove every object but the built-in namespaces. */
-static void ctl_objects_delete(k8_call *c, k8_reply *r)
+static void ctl_objects_delete(lk_call *c, lk_reply *r)
 {
 	k8_server *s = c->srv;
 	const char *key;
 	json_t *obj, *tmp;
 	json_int_t n = 0;
-	pthread_mutex_lock(&s->lock);
+	pthread_mutex_lock(&s->lk.lock);
 	json_object_foreach_safe(s->objects, tmp, key, obj) {
 		if (builtin_namespace(key))
 			continue;
@@ -1542,27 +1364,28 @@ static void ctl_objects_delete(k8_call *c, k8_reply *r)
 	json_object_clear(s->purges);
 	s->rv++;
 	save_state(s);
-	pthread_mutex_unlock(&s->lock);
-	reply_json(r, 200, json_pack("{s:I}", "deleted", n));
+	pthread_mutex_unlock(&s->lk.lock);
+	lk_reply_json(r, 200, json_pack("{s:I}", "deleted", n));
 }
 
 /* Paths answered without a token and without faults. */
-static bool ctl_dispatch(k8_call *c, const char *url, k8_reply *r)
+static bool ctl_dispatch(lk_call *c, const char *url, lk_reply *r)
 {
-	if (strcmp(url, "/_stats") == 0 && c->method == K8_GET)
+	if (strcmp(url, "/_stats") == 0 && c->method == LK_GET)
 		ctl_stats(c, r);
-	else if (strcmp(url, "/_config") == 0 && (c->method == K8_GET || c->method == K8_PUT))
+	else if (strcmp(url, "/_config") == 0 && (c->method == LK_GET || c->method == LK_PUT))
 		ctl_config(c, r);
-	else if (strcmp(url, "/_objects") == 0 && c->method == K8_DELETE)
+	else if (strcmp(url, "/_objects") == 0 && c->method == LK_DELETE)
 		ctl_objects_delete(c, r);
-	else if (strcmp(url, "/version") == 0 && c->method == K8_GET)
-		reply_json(r, 200, json_pack("{s:s, s:s, s:s, s:s}", "major", "1", "minor", "29",
-					     "gitVersion", "v1.29.0-mecorch-lab", "platform",
-					     "linux/amd64"));
-	else if ((strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0) && c->method == K8_GET) {
-		free(r->body);
+	else if (strcmp(url, "/version") == 0 && c->method == LK_GET)
+		lk_reply_json(r, 200, json_pack("{s:s, s:s, s:s, s:s}", "major", "1", "minor", "29",
+						"gitVersion", "v1.29.0-mecorch-lab", "platform",
+						"linux/amd64"));
+	else if ((strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0) &&
+		 c->method == LK_GET) {
+		lk_reply_empty(r, 200);
 		r->body = strdup("ok");
-		r->status = 200;
+		r->content_type = LK_JSON;
 	} else
 		return false;
 	return true;
@@ -1570,56 +1393,27 @@ static bool ctl_dispatch(k8_call *c, const char *url, k8_reply *r)
 
 /* ---- request handling ------------------------------------------------- */
 
-static k8_method method_of(const char *m)
-{
-	for (int i = 0; i < K8_OTHER; i++)
-		if (strcmp(m, method_names[i]) == 0)
-			return (k8_method)i;
-	return K8_OTHER;
-}
-
-static bool token_equal(const char *got, const char *want)
-{
-	size_t a = strlen(got), b = strlen(want);
-	unsigned char diff = 0;
-	for (size_t i = 0; i < a; i++)
-		diff |= (unsigned char)(got[i] ^ want[i % (b ? b : 1)]);
-	return a == b && diff == 0;
-}
-
 /* 1: full access, 2: read-only, 0: refused. */
 static int authenticate(const k8_server *s, struct MHD_Connection *conn)
 {
-	const char *h, *tok;
-	if (!s->token && !s->readonly_token)
+	const char *tok;
+	if (!s->lk.token && !s->readonly_token)
 		return 1;
-	h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-	if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+	if (!(tok = lk_bearer(conn)))
 		return 0;
-	for (tok = h + 7; *tok == ' '; tok++)
-		;
-	if (s->token && token_equal(tok, s->token))
+	if (s->lk.token && lk_secret_equal(tok, s->lk.token))
 		return 1;
-	if (s->readonly_token && token_equal(tok, s->readonly_token))
+	if (s->readonly_token && lk_secret_equal(tok, s->readonly_token))
 		return 2;
 	return 0;
 }
 
-static void handle_api(k8_server *s, k8_call *c, const char *url, const k8_upload *up,
-		       k8_reply *r)
+/* An API request: counted, delayed, maybe failed, authenticated, then
+ * routed. */
+static void handle_api(k8_server *s, lk_call *c, lk_reply *r)
 {
-	long delay;
-	int fault = 0, auth;
+	int fault = lk_api_begin(&s->lk, c->method, NULL), auth;
 
-	pthread_mutex_lock(&s->lock);
-	s->requests[c->method]++;
-	delay = s->cfg.latency_ms;
-	if (s->cfg.fail_rate > 0 && rng_next(s) < s->cfg.fail_rate)
-		fault = rng_next(s) < 0.5 ? 503 : 500;
-	pthread_mutex_unlock(&s->lock);
-
-	if (delay > 0)
-		sleep_ms(delay);
 	if (fault) {
 		reply_status(r, fault, NULL, NULL, "injected failure (fail_rate); nothing was done");
 		return;
@@ -1627,86 +1421,34 @@ static void handle_api(k8_server *s, k8_call *c, const char *url, const k8_uploa
 	auth = authenticate(s, c->conn);
 	if (auth == 0) {
 		reply_status(r, 401, NULL, NULL, "Unauthorized");
-		r->www_auth = true;
+		lk_reply_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"kubernetes\"");
 		return;
 	}
-	c->readonly = auth == 2;
-	if (up->too_large) {
+	if (c->too_large) {
 		reply_status(r, 413, NULL, NULL, "the request body exceeds %d bytes", K8_MAX_BODY);
 		return;
 	}
-	if (c->method == K8_PATCH) {
+	if (c->method == LK_PATCH) {
 		reply_status(r, 415, NULL, NULL, "PATCH is not supported by this emulator; "
 			     "replace the object with PUT");
 		return;
 	}
-	api_dispatch(c, url, r);
+	api_dispatch(c, auth == 2, r);
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-				  const char *method, const char *version,
-				  const char *upload_data, size_t *upload_size, void **req_cls)
+/* Every request: a control endpoint or an API request.  Every answer is
+ * application/json, an empty one too. */
+static void handle(lk_call *c, lk_reply *r)
 {
-	k8_server *s = cls;
-	k8_upload *up = *req_cls;
-	k8_reply r = { .status = 500 };
-	k8_call c = { .srv = s, .conn = conn };
-	enum MHD_Result ret;
-	(void)version;
-
-	if (!up) {
-		if (!(up = calloc(1, sizeof(*up))))
-			return MHD_NO;
-		*req_cls = up;
-		return MHD_YES;
+	k8_server *s = c->srv;
+	if (c->method == LK_HEAD) /* not served: counted and refused as any other */
+		c->method = LK_OTHER;
+	if (!ctl_dispatch(c, c->url, r)) {
+		handle_api(s, c, r);
+		lk_api_end(&s->lk, r->status);
 	}
-	if (*upload_size) {
-		size_t n = *upload_size;
-		*upload_size = 0;
-		if (up->too_large || up->len + n > K8_MAX_BODY) {
-			up->too_large = true;
-			return MHD_YES;
-		}
-		if (up->len + n > up->cap) {
-			size_t cap = up->cap ? up->cap : 4096;
-			char *p;
-			while (cap < up->len + n)
-				cap *= 2;
-			if (!(p = realloc(up->body, cap)))
-				return MHD_NO;
-			up->body = p;
-			up->cap = cap;
-		}
-		memcpy(up->body + up->len, upload_data, n);
-		up->len += n;
-		return MHD_YES;
-	}
-
-	c.method = method_of(method);
-	c.body = up->body;
-	c.body_len = up->len;
-	if (ctl_dispatch(&c, url, &r))
-		return reply_send(conn, &r);
-
-	handle_api(s, &c, url, up, &r);
-	pthread_mutex_lock(&s->lock);
-	if (r.status >= 0 && r.status < (int)ARRAY_SIZE(s->responses))
-		s->responses[r.status]++;
-	pthread_mutex_unlock(&s->lock);
-	ret = reply_send(conn, &r);
-	return ret;
-}
-
-static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
-			 enum MHD_RequestTerminationCode toe)
-{
-	k8_upload *up = *req_cls;
-	(void)cls, (void)conn, (void)toe;
-	if (up) {
-		free(up->body);
-		free(up);
-		*req_cls = NULL;
-	}
+	if (!r->body)
+		lk_reply_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, LK_JSON);
 }
 
 /* ---- command line ----------------------------------------------------- */
@@ -1734,84 +1476,14 @@ static void usage(FILE *f)
 	      "See examples/lab/README.md for the API.\n", f);
 }
 
-static bool parse_long(const char *s, long lo, long hi, long *out)
-{
-	char *end;
-	long v;
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi)
-		return false;
-	*out = v;
-	return true;
-}
-
-static bool parse_rate(const char *s, double *out)
-{
-	char *end;
-	double v;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || *end || !(v >= 0.0 && v <= 1.0))
-		return false;
-	*out = v;
-	return true;
-}
-
-static int resolve_listen(const char *spec, struct addrinfo **res)
-{
-	char host[256];
-	const char *port, *h = spec, *colon;
-	size_t hn;
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	if (spec[0] == '[') {
-		const char *close = strchr(spec, ']');
-		if (!close || close[1] != ':')
-			return -1;
-		h = spec + 1;
-		hn = (size_t)(close - h);
-		port = close + 2;
-	} else {
-		if (!(colon = strrchr(spec, ':')))
-			return -1;
-		hn = (size_t)(colon - spec);
-		port = colon + 1;
-	}
-	if (hn >= sizeof(host) || !*port)
-		return -1;
-	memcpy(host, h, hn);
-	host[hn] = '\0';
-	return getaddrinfo(hn ? host : "127.0.0.1", port, &hints, res) == 0 ? 0 : -1;
-}
-
-static int write_port_file(const char *path, unsigned port)
-{
-	char tmp[PATH_MAX], text[16];
-	int fd, n, rc = -1;
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp))
-		return -1;
-	n = snprintf(text, sizeof(text), "%u\n", port);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
-		return -1;
-	if (write(fd, text, (size_t)n) == n && fsync(fd) == 0)
-		rc = 0;
-	if (close(fd) != 0)
-		rc = -1;
-	if (rc == 0 && rename(tmp, path) != 0)
-		rc = -1;
-	if (rc != 0)
-		unlink(tmp);
-	return rc;
-}
 
 /* The namespaces every cluster starts with. */
 static void add_builtin_namespaces(k8_server *s)
 {
 	static const char *const names[] = { "default", "kube-system" };
 	char key[64], ts[40], uid[48];
-	rfc3339_now(ts, sizeof(ts));
-	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+	lk_rfc3339_now(ts, sizeof(ts), false);
+	for (size_t i = 0; i < LK_ARRAY_SIZE(names); i++) {
 		json_t *ns;
 		new_uid(uid, sizeof(uid));
 		ns = json_pack("{s:s, s:s, s:{s:s, s:s, s:o, s:s, s:{s:s}}, s:{s:[s]}, s:{s:s}}",
@@ -1824,75 +1496,56 @@ static void add_builtin_namespaces(k8_server *s)
 	}
 }
 
+enum { O_RO_TOKEN = LK_OPT_OWN, O_ROLLOUT, O_TERMINATING, O_STATE };
+
+static bool own_option(void *cls, int opt, const char *arg)
+{
+	k8_server *s = cls;
+	switch (opt) {
+	case O_RO_TOKEN:
+		s->readonly_token = arg;
+		return *arg != '\0';
+	case O_ROLLOUT: return lk_parse_long(arg, 0, 3600000, &s->cfg.rollout_delay_ms);
+	case O_TERMINATING: return lk_parse_long(arg, 0, 3600000, &s->cfg.terminating_ms);
+	case O_STATE:
+		s->state_file = arg;
+		return *arg != '\0';
+	default: return false;
+	}
+}
+
 int main(int argc, char **argv)
 {
-	enum { O_LISTEN = 1, O_PORT_FILE, O_TOKEN, O_RO_TOKEN, O_ROLLOUT, O_TERMINATING,
-	       O_LATENCY, O_FAIL, O_SEED, O_STATE, O_HELP };
 	static const struct option opts[] = {
-		{ "listen", required_argument, NULL, O_LISTEN },
-		{ "port-file", required_argument, NULL, O_PORT_FILE },
-		{ "token", required_argument, NULL, O_TOKEN },
+		LK_OPTIONS_BASE,
+		LK_OPTION_TOKEN,
 		{ "readonly-token", required_argument, NULL, O_RO_TOKEN },
 		{ "rollout-delay-ms", required_argument, NULL, O_ROLLOUT },
 		{ "terminating-ms", required_argument, NULL, O_TERMINATING },
-		{ "latency-ms", required_argument, NULL, O_LATENCY },
-		{ "fail-rate", required_argument, NULL, O_FAIL },
-		{ "seed", required_argument, NULL, O_SEED },
+		LK_OPTION_LATENCY,
+		LK_OPTION_FAIL_RATE,
+		LK_OPTION_SEED,
 		{ "state-file", required_argument, NULL, O_STATE },
-		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
 	static k8_server srv;
-	const char *listen_spec = "127.0.0.1:0", *port_file = NULL;
-	struct addrinfo *ai = NULL;
-	struct MHD_Daemon *d = NULL;
-	const union MHD_DaemonInfo *info;
-	char host[NI_MAXHOST];
-	unsigned flags, port;
-	long v;
-	uint64_t seed = random_u64();
-	sigset_t sigs;
-	int opt, sig, rc = 1;
+	int rc;
 
+	lk_init(&srv.lk, "k8s");
+	srv.lk.max_body = K8_MAX_BODY;
+	srv.lk.max_connections = 1024;
+	srv.lk.thread_stack = K8_THREAD_STACK;
+	srv.lk.timeout_s = 120;
 	srv.cfg.rollout_delay_ms = 1000;
 	srv.cfg.terminating_ms = 500;
-	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		bool ok = true;
-		switch (opt) {
-		case O_LISTEN: listen_spec = optarg; break;
-		case O_PORT_FILE: port_file = optarg; break;
-		case O_TOKEN: ok = *optarg != '\0'; srv.token = optarg; break;
-		case O_RO_TOKEN: ok = *optarg != '\0'; srv.readonly_token = optarg; break;
-		case O_ROLLOUT: ok = parse_long(optarg, 0, 3600000, &srv.cfg.rollout_delay_ms); break;
-		case O_TERMINATING: ok = parse_long(optarg, 0, 3600000, &srv.cfg.terminating_ms); break;
-		case O_LATENCY: ok = parse_long(optarg, 0, 3600000, &srv.cfg.latency_ms); break;
-		case O_FAIL: ok = parse_rate(optarg, &srv.cfg.fail_rate); break;
-		case O_SEED:
-			ok = parse_long(optarg, LONG_MIN, LONG_MAX, &v);
-			seed = (uint64_t)v;
-			break;
-		case O_STATE: ok = *optarg != '\0'; srv.state_file = optarg; break;
-		case O_HELP: usage(stdout); return 0;
-		default: usage(stderr); return 2;
-		}
-		if (!ok) {
-			fprintf(stderr, "k8s: bad value for --%s: %s\n", opts[opt - 1].name, optarg);
-			return 2;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "k8s: unexpected argument %s\n", argv[optind]);
+	if ((rc = lk_parse_args(&srv.lk, argc, argv, opts, own_option, &srv, usage)) >= 0)
+		return rc;
+	if (lk_resolve(&srv.lk) != 0)
 		return 2;
-	}
-	if (resolve_listen(listen_spec, &ai) != 0) {
-		fprintf(stderr, "k8s: cannot use --listen %s (want HOST:PORT)\n", listen_spec);
-		return 2;
-	}
 
-	srv.rng = mix64(seed) | 1;
-	srv.next_ip = (uint32_t)(random_u64() % 1000);
-	srv.next_node_port = (uint32_t)(random_u64() % 2768);
-	json_object_seed(0);
+	rc = 1;
+	srv.next_ip = (uint32_t)(lk_random_u64() % 1000);
+	srv.next_node_port = (uint32_t)(lk_random_u64() % 2768);
 	srv.objects = json_object();
 	srv.rollouts = json_object();
 	srv.purges = json_object();
@@ -1900,7 +1553,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "k8s: out of memory\n");
 		goto done;
 	}
-	pthread_mutex_init(&srv.lock, NULL);
 	switch (srv.state_file ? load_state(&srv) : 0) {
 	case 1:
 		break;
@@ -1911,50 +1563,9 @@ int main(int argc, char **argv)
 	default:
 		goto done;
 	}
-
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-
-	flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC |
-		MHD_USE_ERROR_LOG;
-	if (ai->ai_family == AF_INET6)
-		flags |= MHD_USE_IPv6;
-	d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, &srv,
-			     MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-			     MHD_OPTION_CONNECTION_LIMIT, 1024u,
-			     MHD_OPTION_THREAD_STACK_SIZE, (size_t)K8_THREAD_STACK,
-			     MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-			     MHD_OPTION_NOTIFY_COMPLETED, on_completed, &srv,
-			     MHD_OPTION_END);
-	if (!d) {
-		fprintf(stderr, "k8s: cannot listen on %s\n", listen_spec);
-		goto done;
-	}
-	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-	port = info ? info->port : 0;
-	if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host), NULL, 0, NI_NUMERICHOST) != 0)
-		snprintf(host, sizeof(host), "127.0.0.1");
-	if (port_file && write_port_file(port_file, port) != 0) {
-		fprintf(stderr, "k8s: cannot write %s: %s\n", port_file, strerror(errno));
-		goto done;
-	}
-	printf(ai->ai_family == AF_INET6 ? "k8s listening on http://[%s]:%u\n"
-					  : "k8s listening on http://%s:%u\n", host, port);
-	fflush(stdout);
-
-	do {
-		if (sigwait(&sigs, &sig) != 0)
-			goto done;
-	} while (sig != SIGINT && sig != SIGTERM);
-	rc = 0;
+	rc = lk_run(&srv.lk, handle, &srv, NULL);
 done:
-	if (d)
-		MHD_stop_daemon(d);
-	if (ai)
-		freeaddrinfo(ai);
+	lk_free(&srv.lk);
 	json_decref(srv.objects);
 	json_decref(srv.rollouts);
 	json_decref(srv.purges);

@@ -35,49 +35,26 @@
  * them is serialised while it is held.
  *
  * A stand-alone executable: it links libmicrohttpd, jansson and pthread
- * only.  See examples/lab/README.md.
+ * only; labkit.c brings the command line, the HTTP plumbing and the fault
+ * injection every lab emulator shares.  See examples/lab/README.md.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <errno.h>
-#include <fcntl.h>
-#include <getopt.h>
-#include <jansson.h>
-#include <limits.h>
-#include <microhttpd.h>
-#include <netdb.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
+#include "labkit.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #define RF_MAX_BODY (64 * 1024)      /* larger request bodies get 413 */
 #define RF_MAX_SYSTEMS 1024
 #define RF_MAX_SESSIONS 64
-#define RF_MAX_CONNECTIONS 1024
 #define RF_THREAD_STACK (512 * 1024)
 #define RF_REGISTRY "Base.1.16.0"
-
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-
-typedef enum {
-	RF_GET, RF_HEAD, RF_POST, RF_PUT, RF_PATCH, RF_DELETE, RF_OTHER,
-	RF_METHOD_COUNT
-} rf_method;
-
-static const char *const method_names[RF_METHOD_COUNT] = {
-	"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OTHER",
-};
+#define RF_JSON "application/json; charset=utf-8"
+#define RF_AUTH 1                    /* lk_route flag: credentials required */
 
 /* The values this service allows, as it advertises them. */
 static const char *const reset_types[] = {
@@ -215,24 +192,11 @@ typedef struct {
 	char user[64];
 } rf_session;
 
-/* Behaviour that PUT /_config can change at run time. */
 typedef struct {
-	long latency_ms;
-	double fail_rate;
-	double rate_429;
-	long retry_after;
-	long power_delay_ms;
-} rf_config;
-
-typedef struct {
-	pthread_mutex_t lock;        /* guards everything below */
-	rf_config cfg;
-	uint64_t rng;                /* fault RNG (xorshift64*) */
-	uint64_t requests[RF_METHOD_COUNT];
-	uint64_t responses[600];
+	lk_server lk;                /* lk.lock guards everything below too */
+	long power_delay_ms;         /* PUT /_config may change it */
 	uint64_t resets, patches, transitions, stale_reads, overrides_consumed;
 	uint64_t precondition_failed, auth_failures;
-	long in_flight, max_in_flight;
 
 	const char *user, *password; /* Basic credentials, or NULL: no auth */
 	bool require_etag;           /* PATCH without If-Match: 428 */
@@ -247,113 +211,13 @@ typedef struct {
 	uint64_t session_seq;
 } rf_server;
 
-/* One request's upload, kept across libmicrohttpd's calls. */
-typedef struct {
-	char *body;
-	size_t len, cap;
-	bool too_large;
-} rf_upload;
-
-/* What a handler sees of a request. */
-typedef struct {
-	rf_server *srv;
-	struct MHD_Connection *conn;
-	rf_method method;
-	const char *path;            /* without a trailing slash */
-	char param[128];             /* the {} segment of the route, if any */
-	const char *body;
-	size_t body_len;
-} rf_call;
-
-/* What a handler answers; reply_send() turns it into a response. */
-typedef struct {
-	int status;
-	char *body;                  /* malloc'd JSON text, or NULL */
-	const char *content_type;
-	char *location;              /* malloc'd, or NULL */
-	char etag[64];               /* "" or the ETag header */
-	char auth_token[40];         /* "" or X-Auth-Token */
-	long retry_after;            /* >= 0: send Retry-After */
-	char allow[64];              /* "" or the Allow header */
-	bool www_auth;               /* 401: WWW-Authenticate */
-	bool odata;                  /* a Redfish answer: OData-Version */
-} rf_reply;
-
-typedef void (*rf_handler)(rf_call *c, rf_reply *r);
-
 /* ---- small helpers ---------------------------------------------------- */
-
-static uint64_t mix64(uint64_t z)
-{
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
-/* Uniform in [0, 1).  Caller holds srv->lock. */
-static double rng_next(rf_server *s)
-{
-	uint64_t x = s->rng;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	s->rng = x;
-	return (double)((x * 0x2545f4914f6cdd1dULL) >> 11) / 9007199254740992.0;
-}
-
-static uint64_t random_u64(void)
-{
-	uint64_t v = 0;
-	if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v)) {
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		v = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid();
-	}
-	return v;
-}
 
 static void uuid_from(uint64_t a, uint64_t b, char *out, size_t n)
 {
 	snprintf(out, n, "%08x-%04x-4%03x-8%03x-%012llx", (unsigned)(a >> 32),
 		 (unsigned)(a >> 16) & 0xffff, (unsigned)a & 0xfff, (unsigned)(b >> 48) & 0xfff,
 		 (unsigned long long)(b & 0xffffffffffffULL));
-}
-
-/* Wall-clock milliseconds: due times are saved in --state-file. */
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-/* One event on stdout: "redfish: <text>", flushed, so a test can follow
- * what the machines did. */
-static void logf_event(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void logf_event(const char *fmt, ...)
-{
-	char ts[32];
-	struct timespec t;
-	struct tm tm;
-	va_list ap;
-	clock_gettime(CLOCK_REALTIME, &t);
-	gmtime_r(&t.tv_sec, &tm);
-	strftime(ts, sizeof(ts), "%H:%M:%S", &tm);
-	flockfile(stdout);
-	printf("%s.%03ld redfish: ", ts, t.tv_nsec / 1000000L);
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-	funlockfile(stdout);
 }
 
 static bool in_list(const char *v, const char *const *list, size_t n)
@@ -411,36 +275,21 @@ static bool base64_decode(const char *s, char *out, size_t cap)
 	return strlen(out) == n; /* no NUL inside */
 }
 
-/* Compare without an early exit on the first difference. */
-static bool secret_equal(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	unsigned char diff = la != lb;
-	for (size_t i = 0; i < la; i++)
-		diff |= (unsigned char)(a[i] ^ b[lb ? i % lb : 0]);
-	return diff == 0;
-}
 
 /* ---- replies ---------------------------------------------------------- */
 
 /* Answer status with j (stolen) as the body; serialises j now, so call it
  * while holding the lock that guards what j was built from. */
-static void reply_json(rf_reply *r, int status, json_t *j)
+static void reply_json(lk_reply *r, int status, json_t *j)
 {
-	r->status = status;
-	r->content_type = "application/json; charset=utf-8";
-	free(r->body);
-	r->body = j ? json_dumps(j, JSON_COMPACT) : NULL;
-	json_decref(j);
-	if (!r->body)
-		r->status = 500;
+	lk_reply_json(r, status, j);
+	r->content_type = RF_JSON;
 }
 
-static void reply_empty(rf_reply *r, int status)
+/* Mark r a Redfish answer (OData-Version). */
+static void reply_odata(lk_reply *r)
 {
-	r->status = status;
-	free(r->body);
-	r->body = NULL;
+	lk_reply_header(r, "OData-Version", "4.0");
 }
 
 /* A Message object of the Base registry; args: the %1, %2, %3
@@ -451,7 +300,7 @@ static json_t *message_v(rf_msg m, va_list ap)
 	json_t *margs = json_array();
 	char text[1024], id[96];
 	size_t n = 0, o = 0;
-	for (const char *a; n < ARRAY_SIZE(args) && (a = va_arg(ap, const char *)); n++) {
+	for (const char *a; n < LK_ARRAY_SIZE(args) && (a = va_arg(ap, const char *)); n++) {
 		args[n] = a;
 		json_array_append_new(margs, json_string(a));
 	}
@@ -485,7 +334,7 @@ static void info_add(json_t *info, rf_msg m, ...)
 
 /* Answer a Redfish error with the messages in info (stolen).  One message:
  * its id and text are the error's code and message; several: GeneralError. */
-static void reply_error_info(rf_reply *r, int status, json_t *info)
+static void reply_error_info(lk_reply *r, int status, json_t *info)
 {
 	const char *code = RF_REGISTRY ".GeneralError", *msg = messages[M_GENERAL].text;
 	if (json_array_size(info) == 1) {
@@ -494,11 +343,11 @@ static void reply_error_info(rf_reply *r, int status, json_t *info)
 	}
 	reply_json(r, status, json_pack("{s:{s:s, s:s, s:o}}", "error", "code", code,
 					"message", msg, "@Message.ExtendedInfo", info));
-	r->odata = true;
+	reply_odata(r);
 }
 
 /* Answer a Redfish error with one message. */
-static void reply_error(rf_reply *r, int status, rf_msg m, ...)
+static void reply_error(lk_reply *r, int status, rf_msg m, ...)
 {
 	json_t *info = json_array();
 	va_list ap;
@@ -508,84 +357,21 @@ static void reply_error(rf_reply *r, int status, rf_msg m, ...)
 	reply_error_info(r, status, info);
 }
 
-/* Answer an RFC 7807 problem (the control endpoints). */
-static void reply_problem(rf_reply *r, int status, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void reply_problem(rf_reply *r, int status, const char *fmt, ...)
-{
-	char detail[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(detail, sizeof(detail), fmt, ap);
-	va_end(ap);
-	reply_json(r, status, json_pack("{s:s, s:s, s:i, s:s}", "type", "about:blank",
-					"title", status == 404 ? "Not Found" : status == 405
-					? "Method Not Allowed" : "Bad Request",
-					"status", status, "detail", detail));
-	r->content_type = "application/problem+json";
-}
 
-/* Queue r on conn and release what r holds. */
-static enum MHD_Result reply_send(struct MHD_Connection *conn, rf_reply *r)
+/* 401 NoValidSession with a Basic challenge. */
+static void reply_unauthorized(lk_reply *r)
 {
-	struct MHD_Response *resp;
-	enum MHD_Result ret;
-	bool has_body = r->body != NULL;
-	char num[32];
-
-	if (has_body) {
-		resp = MHD_create_response_from_buffer_with_free_callback(
-			strlen(r->body), r->body, free);
-		if (resp)
-			r->body = NULL;
-	} else {
-		resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-	}
-	if (!resp) {
-		free(r->body);
-		free(r->location);
-		return MHD_NO;
-	}
-	if (has_body && r->content_type)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type);
-	if (r->odata)
-		MHD_add_response_header(resp, "OData-Version", "4.0");
-	if (r->location)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, r->location);
-	if (r->etag[0])
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, r->etag);
-	if (r->auth_token[0])
-		MHD_add_response_header(resp, "X-Auth-Token", r->auth_token);
-	if (r->retry_after >= 0) {
-		snprintf(num, sizeof(num), "%ld", r->retry_after);
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, num);
-	}
-	if (r->allow[0])
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
-	if (r->www_auth)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-					"Basic realm=\"Redfish\"");
-	ret = MHD_queue_response(conn, (unsigned)r->status, resp);
-	MHD_destroy_response(resp);
-	free(r->location);
-	r->location = NULL;
-	return ret;
+	reply_error(r, 401, M_NO_SESSION, NULL);
+	lk_reply_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Basic realm=\"Redfish\"");
 }
 
 /* The request body as a JSON object (new reference), or NULL with a 400
  * in r. */
-static json_t *body_object(const rf_call *c, rf_reply *r)
+static json_t *body_object(const lk_call *c, lk_reply *r)
 {
-	json_t *j;
-	if (c->body_len == 0 || !(j = json_loadb(c->body, c->body_len, 0, NULL))) {
+	json_t *j = lk_body_object(c, NULL, NULL);
+	if (!j)
 		reply_error(r, 400, M_MALFORMED_JSON, NULL);
-		return NULL;
-	}
-	if (!json_is_object(j)) {
-		json_decref(j);
-		reply_error(r, 400, M_MALFORMED_JSON, NULL);
-		return NULL;
-	}
 	return j;
 }
 
@@ -604,11 +390,10 @@ static rf_system *find_system(rf_server *s, const char *id)
 /* Save every system to --state-file (a temp file renamed over it), so a
  * restarted BMC finds its machines as it left them, transitions in flight
  * included: the hosts do not power off when their BMC restarts.  Caller
- * holds srv->lock. */
+ * holds srv->lk.lock. */
 static void save_state(rf_server *s)
 {
 	json_t *root, *arr;
-	char tmp[PATH_MAX];
 	if (!s->state_file)
 		return;
 	arr = json_array();
@@ -625,10 +410,7 @@ static void save_state(rf_server *s)
 			"resets", (json_int_t)y->resets, "boots", (json_int_t)y->boots));
 	}
 	root = json_pack("{s:i, s:o}", "format", 1, "systems", arr);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", s->state_file);
-	if (!root || json_dump_file(root, tmp, JSON_COMPACT) != 0 || rename(tmp, s->state_file) != 0)
-		fprintf(stderr, "redfish: cannot save %s: %s\n", s->state_file, strerror(errno));
-	json_decref(root);
+	lk_save_json(&s->lk, s->state_file, root);
 }
 
 static void copy_field(char *dst, size_t cap, json_t *o, const char *k)
@@ -683,7 +465,7 @@ static int load_state(rf_server *s)
 }
 
 /* Complete y's power transition if it is due.  A transition that boots the
- * system consumes a one-time boot override.  Caller holds srv->lock. */
+ * system consumes a one-time boot override.  Caller holds srv->lk.lock. */
 static void settle(rf_server *s, rf_system *y, int64_t now)
 {
 	if (!y->pending || now < y->due_ms)
@@ -692,20 +474,20 @@ static void settle(rf_server *s, rf_system *y, int64_t now)
 	y->on = y->pending_on;
 	y->generation++;
 	s->transitions++;
-	logf_event("%s: PowerState %s (%s completed)", y->id, y->on ? "On" : "Off",
-		   y->pending_type);
+	lk_log(&s->lk, "%s: PowerState %s (%s completed)", y->id, y->on ? "On" : "Off",
+	       y->pending_type);
 	if (y->on && y->pending_boot) {
 		y->boots++;
 		if (strcmp(y->boot_enabled, "Once") == 0) {
 			snprintf(y->boot_enabled, sizeof(y->boot_enabled), "Disabled");
 			s->overrides_consumed++;
-			logf_event("%s: booted from %s; one-time boot override consumed "
-				   "(BootSourceOverrideEnabled Disabled)", y->id, y->boot_target);
+			lk_log(&s->lk, "%s: booted from %s; one-time boot override consumed "
+			       "(BootSourceOverrideEnabled Disabled)", y->id, y->boot_target);
 		} else {
-			logf_event("%s: booted (%s%s)", y->id,
-				   strcmp(y->boot_enabled, "Continuous") == 0 ? "override " : "",
-				   strcmp(y->boot_enabled, "Continuous") == 0 ? y->boot_target
-									       : "default boot order");
+			lk_log(&s->lk, "%s: booted (%s%s)", y->id,
+			       strcmp(y->boot_enabled, "Continuous") == 0 ? "override " : "",
+			       strcmp(y->boot_enabled, "Continuous") == 0 ? y->boot_target
+									  : "default boot order");
 		}
 	}
 	save_state(s);
@@ -713,7 +495,7 @@ static void settle(rf_server *s, rf_system *y, int64_t now)
 
 static void settle_all(rf_server *s)
 {
-	int64_t now = now_ms();
+	int64_t now = lk_now_ms();
 	for (int i = 0; i < s->nsystems; i++)
 		settle(s, &s->systems[i], now);
 }
@@ -723,7 +505,7 @@ static void etag_of(const rf_server *s, const rf_system *y, char *out, size_t n)
 	snprintf(out, n, "\"%s-%llu\"", s->instance, (unsigned long long)y->generation);
 }
 
-/* The ComputerSystem resource.  Caller holds srv->lock. */
+/* The ComputerSystem resource.  Caller holds srv->lk.lock. */
 static json_t *system_json(const rf_server *s, const rf_system *y)
 {
 	char target[160], etag[64];
@@ -750,36 +532,45 @@ static json_t *system_json(const rf_server *s, const rf_system *y)
 		"Boot",
 		"BootSourceOverrideEnabled", y->boot_enabled,
 		"BootSourceOverrideEnabled@Redfish.AllowableValues",
-		string_array(boot_enabled_values, ARRAY_SIZE(boot_enabled_values)),
+		string_array(boot_enabled_values, LK_ARRAY_SIZE(boot_enabled_values)),
 		"BootSourceOverrideTarget", y->boot_target,
 		"BootSourceOverrideTarget@Redfish.AllowableValues",
-		string_array(boot_target_values, ARRAY_SIZE(boot_target_values)),
+		string_array(boot_target_values, LK_ARRAY_SIZE(boot_target_values)),
 		"BootSourceOverrideMode", y->boot_mode,
 		"BootSourceOverrideMode@Redfish.AllowableValues",
-		string_array(boot_mode_values, ARRAY_SIZE(boot_mode_values)),
+		string_array(boot_mode_values, LK_ARRAY_SIZE(boot_mode_values)),
 		"Actions", "#ComputerSystem.Reset", "target", target,
-		"ResetType@Redfish.AllowableValues", string_array(reset_types, ARRAY_SIZE(reset_types)));
+		"ResetType@Redfish.AllowableValues",
+		string_array(reset_types, LK_ARRAY_SIZE(reset_types)));
 }
 
-/* Answer y with its ETag.  Caller holds srv->lock. */
-static void reply_system(rf_reply *r, int status, const rf_server *s, const rf_system *y)
+/* Send y's ETag with r.  Caller holds srv->lk.lock. */
+static void reply_etag(lk_reply *r, const rf_server *s, const rf_system *y)
+{
+	char etag[64];
+	etag_of(s, y, etag, sizeof(etag));
+	lk_reply_header(r, MHD_HTTP_HEADER_ETAG, "%s", etag);
+}
+
+/* Answer y with its ETag.  Caller holds srv->lk.lock. */
+static void reply_system(lk_reply *r, int status, const rf_server *s, const rf_system *y)
 {
 	reply_json(r, status, system_json(s, y));
-	r->odata = true;
-	etag_of(s, y, r->etag, sizeof(r->etag));
-	snprintf(r->allow, sizeof(r->allow), "GET, HEAD, PATCH");
+	reply_odata(r);
+	reply_etag(r, s, y);
+	lk_reply_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD, PATCH");
 }
 
 /* ---- the API ---------------------------------------------------------- */
 
-static void api_versions(rf_call *c, rf_reply *r)
+static void api_versions(lk_call *c, lk_reply *r)
 {
 	(void)c;
 	reply_json(r, 200, json_pack("{s:s}", "v1", "/redfish/v1/"));
-	r->odata = true;
+	reply_odata(r);
 }
 
-static void api_root(rf_call *c, rf_reply *r)
+static void api_root(lk_call *c, lk_reply *r)
 {
 	rf_server *s = c->srv;
 	reply_json(r, 200, json_pack(
@@ -793,14 +584,14 @@ static void api_root(rf_call *c, rf_reply *r)
 		"Systems", "@odata.id", "/redfish/v1/Systems",
 		"SessionService", "@odata.id", "/redfish/v1/SessionService",
 		"Links", "Sessions", "@odata.id", "/redfish/v1/SessionService/Sessions"));
-	r->odata = true;
+	reply_odata(r);
 }
 
-static void api_systems(rf_call *c, rf_reply *r)
+static void api_systems(lk_call *c, lk_reply *r)
 {
 	rf_server *s = c->srv;
 	json_t *members = json_array();
-	pthread_mutex_lock(&s->lock);
+	pthread_mutex_lock(&s->lk.lock);
 	for (int i = 0; i < s->nsystems; i++)
 		json_array_append_new(members, json_pack("{s:s}", "@odata.id", s->systems[i].uri));
 	reply_json(r, 200, json_pack("{s:s, s:s, s:s, s:o, s:i}",
@@ -808,19 +599,19 @@ static void api_systems(rf_call *c, rf_reply *r)
 				     "@odata.type", "#ComputerSystemCollection.ComputerSystemCollection",
 				     "Name", "Computer System Collection",
 				     "Members", members, "Members@odata.count", s->nsystems));
-	pthread_mutex_unlock(&s->lock);
-	r->odata = true;
+	pthread_mutex_unlock(&s->lk.lock);
+	reply_odata(r);
 }
 
-static void api_system_get(rf_call *c, rf_reply *r)
+static void api_system_get(lk_call *c, lk_reply *r)
 {
 	rf_server *s = c->srv;
 	rf_system *y;
-	pthread_mutex_lock(&s->lock);
+	pthread_mutex_lock(&s->lk.lock);
 	if (!(y = find_system(s, c->param))) {
 		reply_error(r, 404, M_MISSING_URI, c->path, NULL);
 	} else {
-		settle(s, y, now_ms());
+		settle(s, y, lk_now_ms());
 		if (y->pending) {
 			/* the transition is not visible yet: the old state is reported */
 			y->stale_reads++;
@@ -828,7 +619,7 @@ static void api_system_get(rf_call *c, rf_reply *r)
 		}
 		reply_system(r, 200, s, y);
 	}
-	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->lk.lock);
 }
 
 /* Validate one string property of a PATCH: present -> must be a string in
@@ -879,7 +670,7 @@ static bool if_match(const char *header, const char *etag)
 /* PATCH a ComputerSystem: Boot (Enabled, Target, Mode) and AssetTag are
  * writable.  Everything is validated first; any error answers 400 with one
  * message per problem and changes nothing. */
-static void api_system_patch(rf_call *c, rf_reply *r)
+static void api_system_patch(lk_call *c, lk_reply *r)
 {
 	rf_server *s = c->srv;
 	rf_system *y;
@@ -890,12 +681,12 @@ static void api_system_patch(rf_call *c, rf_reply *r)
 
 	if (!(body = body_object(c, r)))
 		return;
-	pthread_mutex_lock(&s->lock);
+	pthread_mutex_lock(&s->lk.lock);
 	if (!(y = find_system(s, c->param))) {
 		reply_error(r, 404, M_MISSING_URI, c->path, NULL);
 		goto done;
 	}
-	settle(s, y, now_ms());
+	settle(s, y, lk_now_ms());
 	etag_of(s, y, etag, sizeof(etag));
 	im = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_MATCH);
 	if (!im && s->require_etag) {
@@ -905,7 +696,7 @@ static void api_system_patch(rf_call *c, rf_reply *r)
 	if (im && !if_match(im, etag)) {
 		s->precondition_failed++;
 		reply_error(r, 412, M_PRECOND_FAILED, NULL);
-		etag_of(s, y, r->etag, sizeof(r->etag));
+		reply_etag(r, s, y);
 		goto done;
 	}
 
@@ -923,11 +714,11 @@ static void api_system_patch(rf_call *c, rf_reply *r)
 				continue;
 			}
 			check_enum(v, "BootSourceOverrideEnabled", boot_enabled_values,
-				   ARRAY_SIZE(boot_enabled_values), info);
+				   LK_ARRAY_SIZE(boot_enabled_values), info);
 			check_enum(v, "BootSourceOverrideTarget", boot_target_values,
-				   ARRAY_SIZE(boot_target_values), info);
+				   LK_ARRAY_SIZE(boot_target_values), info);
 			check_enum(v, "BootSourceOverrideMode", boot_mode_values,
-				   ARRAY_SIZE(boot_mode_values), info);
+				   LK_ARRAY_SIZE(boot_mode_values), info);
 			json_object_foreach(v, bk, bv) {
 				char path[96];
 				snprintf(path, sizeof(path), "Boot/%s", bk);
@@ -944,7 +735,7 @@ static void api_system_patch(rf_call *c, rf_reply *r)
 			arg_text(v, text, sizeof(text));
 			if (!json_is_string(v) || strlen(json_string_value(v)) >= sizeof(y->asset_tag))
 				info_add(info, M_PROP_TYPE, text, "AssetTag", NULL);
-		} else if (in_list(k, readonly_props, ARRAY_SIZE(readonly_props))) {
+		} else if (in_list(k, readonly_props, LK_ARRAY_SIZE(readonly_props))) {
 			info_add(info, M_PROP_NOT_WRITABLE, k, NULL);
 		} else if (k[0] != '@') { /* annotations are ignored */
 			info_add(info, M_PROP_UNKNOWN, k, NULL);
@@ -981,19 +772,19 @@ static void api_system_patch(rf_call *c, rf_reply *r)
 	if (changed) {
 		y->generation++;
 		save_state(s);
-		logf_event("%s: PATCH: Boot override %s/%s (mode %s)", y->id, y->boot_enabled,
-			   y->boot_target, y->boot_mode);
+		lk_log(&s->lk, "%s: PATCH: Boot override %s/%s (mode %s)", y->id, y->boot_enabled,
+		       y->boot_target, y->boot_mode);
 	}
 	reply_system(r, 200, s, y);
 done:
-	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->lk.lock);
 	json_decref(info);
 	json_decref(body);
 }
 
 /* POST .../Actions/ComputerSystem.Reset {"ResetType": ...}: accepted at
  * once (204); the PowerState changes after power_delay_ms. */
-static void api_system_reset(rf_call *c, rf_reply *r)
+static void api_system_reset(lk_call *c, lk_reply *r)
 {
 	static const char action[] = "ComputerSystem.Reset";
 	rf_server *s = c->srv;
@@ -1006,7 +797,7 @@ static void api_system_reset(rf_call *c, rf_reply *r)
 
 	if (!(body = body_object(c, r)))
 		return;
-	pthread_mutex_lock(&s->lock);
+	pthread_mutex_lock(&s->lk.lock);
 	if (!(y = find_system(s, c->param))) {
 		reply_error(r, 404, M_MISSING_URI, c->path, NULL);
 		goto done;
@@ -1027,12 +818,12 @@ static void api_system_reset(rf_call *c, rf_reply *r)
 		goto done;
 	}
 	type = json_string_value(rt);
-	if (!in_list(type, reset_types, ARRAY_SIZE(reset_types))) {
+	if (!in_list(type, reset_types, LK_ARRAY_SIZE(reset_types))) {
 		reply_error(r, 400, M_PARAM_NOT_IN_LIST, text, "ResetType", action, NULL);
 		goto done;
 	}
 
-	settle(s, y, now_ms());
+	settle(s, y, lk_now_ms());
 	s->resets++;
 	y->resets++;
 	/* Where the system is heading: a reset during a transition acts on the
@@ -1054,23 +845,23 @@ static void api_system_reset(rf_call *c, rf_reply *r)
 		boots = true;
 	}
 	if (target_on == base_on && !boots) {
-		logf_event("%s: Reset %s accepted: already %s, nothing to do", y->id, type,
-			   base_on ? "On" : "Off");
+		lk_log(&s->lk, "%s: Reset %s accepted: already %s, nothing to do", y->id, type,
+		       base_on ? "On" : "Off");
 	} else {
 		y->pending = true;
 		y->pending_on = target_on;
 		y->pending_boot = boots;
 		snprintf(y->pending_type, sizeof(y->pending_type), "%s", type);
-		y->due_ms = now_ms() + s->cfg.power_delay_ms;
-		logf_event("%s: Reset %s accepted: PowerState %s -> %s in %ld ms", y->id, type,
-			   y->on ? "On" : "Off", target_on ? "On" : "Off", s->cfg.power_delay_ms);
+		y->due_ms = lk_now_ms() + s->power_delay_ms;
+		lk_log(&s->lk, "%s: Reset %s accepted: PowerState %s -> %s in %ld ms", y->id, type,
+		       y->on ? "On" : "Off", target_on ? "On" : "Off", s->power_delay_ms);
 		save_state(s);
-		settle(s, y, now_ms()); /* a zero delay completes at once */
+		settle(s, y, lk_now_ms()); /* a zero delay completes at once */
 	}
-	reply_empty(r, 204);
-	r->odata = true;
+	lk_reply_empty(r, 204);
+	reply_odata(r);
 done:
-	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->lk.lock);
 	json_decref(body);
 }
 
@@ -1085,7 +876,7 @@ static json_t *session_json(const rf_session *se)
 			 "Name", "User Session", "UserName", se->user);
 }
 
-static void api_session_service(rf_call *c, rf_reply *r)
+static void api_session_service(lk_call *c, lk_reply *r)
 {
 	(void)c;
 	reply_json(r, 200, json_pack("{s:s, s:s, s:s, s:s, s:b, s:i, s:{s:s}}",
@@ -1094,14 +885,14 @@ static void api_session_service(rf_call *c, rf_reply *r)
 				     "Id", "SessionService", "Name", "Session Service",
 				     "ServiceEnabled", 1, "SessionTimeout", 1800,
 				     "Sessions", "@odata.id", "/redfish/v1/SessionService/Sessions"));
-	r->odata = true;
+	reply_odata(r);
 }
 
-static void api_sessions(rf_call *c, rf_reply *r)
+static void api_sessions(lk_call *c, lk_reply *r)
 {
 	rf_server *s = c->srv;
 	json_t *members = json_array();
-	pthread_mutex_lock(&s->lock);
+	pthread_mutex_lock(&s->lk.lock);
 	for (int i = 0; i < s->nsessions; i++) {
 		char uri[96];
 		snprintf(uri, sizeof(uri), "/redfish/v1/SessionService/Sessions/%s",
@@ -1113,12 +904,12 @@ static void api_sessions(rf_call *c, rf_reply *r)
 				     "@odata.type", "#SessionCollection.SessionCollection",
 				     "Name", "Session Collection", "Members", members,
 				     "Members@odata.count", s->nsessions));
-	pthread_mutex_unlock(&s->lock);
-	r->odata = true;
+	pthread_mutex_unlock(&s->lk.lock);
+	reply_odata(r);
 }
 
 /* POST Sessions {"UserName","Password"}: unauthenticated, like login. */
-static void api_session_create(rf_call *c, rf_reply *r)
+static void api_session_create(lk_call *c, lk_reply *r)
 {
 	rf_server *s = c->srv;
 	json_t *body;
@@ -1133,26 +924,25 @@ static void api_session_create(rf_call *c, rf_reply *r)
 		reply_error(r, 400, M_PARAM_MISSING, "Session", !user ? "UserName" : "Password", NULL);
 		goto out;
 	}
-	pthread_mutex_lock(&s->lock);
-	if (s->user && (!secret_equal(user, s->user) || !secret_equal(pass, s->password))) {
+	pthread_mutex_lock(&s->lk.lock);
+	if (s->user && (!lk_secret_equal(user, s->user) || !lk_secret_equal(pass, s->password))) {
 		s->auth_failures++;
-		reply_error(r, 401, M_NO_SESSION, NULL);
-		r->www_auth = true;
+		reply_unauthorized(r);
 	} else if (s->nsessions == RF_MAX_SESSIONS) {
 		reply_error(r, 503, M_SESSION_LIMIT, NULL);
 	} else {
 		se = &s->sessions[s->nsessions++];
 		snprintf(se->id, sizeof(se->id), "%llu", (unsigned long long)++s->session_seq);
 		snprintf(se->token, sizeof(se->token), "%016llx%016llx",
-			 (unsigned long long)random_u64(), (unsigned long long)random_u64());
+			 (unsigned long long)lk_random_u64(), (unsigned long long)lk_random_u64());
 		snprintf(se->user, sizeof(se->user), "%s", user);
 		reply_json(r, 201, session_json(se));
-		r->odata = true;
-		snprintf(r->auth_token, sizeof(r->auth_token), "%s", se->token);
-		if ((r->location = malloc(96)))
-			snprintf(r->location, 96, "/redfish/v1/SessionService/Sessions/%s", se->id);
+		reply_odata(r);
+		lk_reply_header(r, MHD_HTTP_HEADER_LOCATION,
+				"/redfish/v1/SessionService/Sessions/%s", se->id);
+		lk_reply_header(r, "X-Auth-Token", "%s", se->token);
 	}
-	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->lk.lock);
 out:
 	json_decref(body);
 }
@@ -1165,87 +955,65 @@ static int find_session(const rf_server *s, const char *id)
 	return -1;
 }
 
-static void api_session_get(rf_call *c, rf_reply *r)
+static void api_session_get(lk_call *c, lk_reply *r)
 {
 	rf_server *s = c->srv;
 	int i;
-	pthread_mutex_lock(&s->lock);
+	pthread_mutex_lock(&s->lk.lock);
 	if ((i = find_session(s, c->param)) < 0) {
 		reply_error(r, 404, M_MISSING_URI, c->path, NULL);
 	} else {
 		reply_json(r, 200, session_json(&s->sessions[i]));
-		r->odata = true;
+		reply_odata(r);
 	}
-	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->lk.lock);
 }
 
-static void api_session_delete(rf_call *c, rf_reply *r)
+static void api_session_delete(lk_call *c, lk_reply *r)
 {
 	rf_server *s = c->srv;
 	int i;
-	pthread_mutex_lock(&s->lock);
+	pthread_mutex_lock(&s->lk.lock);
 	if ((i = find_session(s, c->param)) < 0) {
 		reply_error(r, 404, M_MISSING_URI, c->path, NULL);
 	} else {
 		s->sessions[i] = s->sessions[--s->nsessions];
-		reply_empty(r, 204);
-		r->odata = true;
+		lk_reply_empty(r, 204);
+		reply_odata(r);
 	}
-	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->lk.lock);
 }
 
 /* The API route table.  A pattern's "{}" matches one path segment, which
- * the handler finds in c->param.  auth: Basic or X-Auth-Token required. */
-static const struct {
-	rf_method method;
-	const char *pattern;
-	bool auth;
-	rf_handler fn;
-} api_routes[] = {
-	{ RF_GET, "/redfish", false, api_versions },
-	{ RF_GET, "/redfish/v1", false, api_root },
-	{ RF_GET, "/redfish/v1/Systems", true, api_systems },
-	{ RF_GET, "/redfish/v1/Systems/{}", true, api_system_get },
-	{ RF_PATCH, "/redfish/v1/Systems/{}", true, api_system_patch },
-	{ RF_POST, "/redfish/v1/Systems/{}/Actions/ComputerSystem.Reset", true, api_system_reset },
-	{ RF_GET, "/redfish/v1/SessionService", true, api_session_service },
-	{ RF_GET, "/redfish/v1/SessionService/Sessions", true, api_sessions },
-	{ RF_POST, "/redfish/v1/SessionService/Sessions", false, api_session_create },
-	{ RF_GET, "/redfish/v1/SessionService/Sessions/{}", true, api_session_get },
-	{ RF_DELETE, "/redfish/v1/SessionService/Sessions/{}", true, api_session_delete },
+ * the handler finds in c->param.  RF_AUTH: Basic or X-Auth-Token required. */
+static const lk_route api_routes[] = {
+	{ LK_GET, "/redfish", api_versions, 0 },
+	{ LK_GET, "/redfish/v1", api_root, 0 },
+	{ LK_GET, "/redfish/v1/Systems", api_systems, RF_AUTH },
+	{ LK_GET, "/redfish/v1/Systems/{}", api_system_get, RF_AUTH },
+	{ LK_PATCH, "/redfish/v1/Systems/{}", api_system_patch, RF_AUTH },
+	{ LK_POST, "/redfish/v1/Systems/{}/Actions/ComputerSystem.Reset", api_system_reset,
+	  RF_AUTH },
+	{ LK_GET, "/redfish/v1/SessionService", api_session_service, RF_AUTH },
+	{ LK_GET, "/redfish/v1/SessionService/Sessions", api_sessions, RF_AUTH },
+	{ LK_POST, "/redfish/v1/SessionService/Sessions", api_session_create, 0 },
+	{ LK_GET, "/redfish/v1/SessionService/Sessions/{}", api_session_get, RF_AUTH },
+	{ LK_DELETE, "/redfish/v1/SessionService/Sessions/{}", api_session_delete, RF_AUTH },
 };
 
-/* Does path match pattern?  The "{}" segment goes to param. */
-static bool route_match(const char *pattern, const char *path, char *param, size_t cap)
-{
-	while (*pattern && *path) {
-		if (pattern[0] == '{' && pattern[1] == '}') {
-			size_t n = strcspn(path, "/");
-			if (n == 0 || n >= cap)
-				return false;
-			memcpy(param, path, n);
-			param[n] = '\0';
-			path += n;
-			pattern += 2;
-		} else if (*pattern++ != *path++) {
-			return false;
-		}
-	}
-	return !*pattern && !*path;
-}
-
 /* Is the request authenticated (Basic with --user/--password, or the
- * X-Auth-Token of a live session)?  Caller holds srv->lock. */
+ * X-Auth-Token of a live session)?  Caller holds srv->lk.lock. */
 static bool authorized(rf_server *s, struct MHD_Connection *conn)
 {
 	const char *h, *tok;
 	char plain[256], *colon;
+	bool user_ok, password_ok;
 	if (!s->user)
 		return true;
 	tok = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Auth-Token");
 	if (tok) {
 		for (int i = 0; i < s->nsessions; i++)
-			if (secret_equal(tok, s->sessions[i].token))
+			if (lk_secret_equal(tok, s->sessions[i].token))
 				return true;
 		return false;
 	}
@@ -1258,54 +1026,43 @@ static bool authorized(rf_server *s, struct MHD_Connection *conn)
 	if (!base64_decode(h, plain, sizeof(plain)) || !(colon = strchr(plain, ':')))
 		return false;
 	*colon = '\0';
-	return secret_equal(plain, s->user) & secret_equal(colon + 1, s->password);
+	user_ok = lk_secret_equal(plain, s->user);
+	password_ok = lk_secret_equal(colon + 1, s->password); /* compared either way */
+	return user_ok && password_ok;
 }
 
-static void api_dispatch(rf_call *c, rf_reply *r)
+/* Authenticate c, counting a failure: false with a 401 in r. */
+static bool authenticate(rf_server *s, lk_call *c, lk_reply *r)
+{
+	bool ok;
+	pthread_mutex_lock(&s->lk.lock);
+	if (!(ok = authorized(s, c->conn)))
+		s->auth_failures++;
+	pthread_mutex_unlock(&s->lk.lock);
+	if (!ok)
+		reply_unauthorized(r);
+	return ok;
+}
+
+static void api_dispatch(lk_call *c, lk_reply *r)
 {
 	rf_server *s = c->srv;
-	char allow[64] = "";
-	bool ok;
-	for (size_t i = 0; i < ARRAY_SIZE(api_routes); i++) {
-		if (!route_match(api_routes[i].pattern, c->path, c->param, sizeof(c->param)))
-			continue;
-		if (api_routes[i].method == c->method ||
-		    (api_routes[i].method == RF_GET && c->method == RF_HEAD)) {
-			if (api_routes[i].auth) {
-				pthread_mutex_lock(&s->lock);
-				if (!(ok = authorized(s, c->conn)))
-					s->auth_failures++;
-				pthread_mutex_unlock(&s->lock);
-				if (!ok) {
-					reply_error(r, 401, M_NO_SESSION, NULL);
-					r->www_auth = true;
-					return;
-				}
-			}
-			api_routes[i].fn(c, r);
-			return;
-		}
-		/* the path exists, not with this method: collect Allow */
-		snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s%s",
-			 *allow ? ", " : "", method_names[api_routes[i].method],
-			 api_routes[i].method == RF_GET ? ", HEAD" : "");
+	char allow[LK_ALLOW_MAX];
+	const lk_route *rt = lk_route_find(api_routes, LK_ARRAY_SIZE(api_routes), c, c->path,
+					   allow, sizeof(allow));
+	if (rt) {
+		if (!(rt->flags & RF_AUTH) || authenticate(s, c, r))
+			rt->fn(c, r);
+		return;
 	}
 	/* Beyond the service root, credentials come before 404 and 405: an
 	 * anonymous client learns nothing about what exists. */
-	if (strcmp(c->path, "/redfish") != 0 && strcmp(c->path, "/redfish/v1") != 0) {
-		pthread_mutex_lock(&s->lock);
-		if (!(ok = authorized(s, c->conn)))
-			s->auth_failures++;
-		pthread_mutex_unlock(&s->lock);
-		if (!ok) {
-			reply_error(r, 401, M_NO_SESSION, NULL);
-			r->www_auth = true;
-			return;
-		}
-	}
+	if (strcmp(c->path, "/redfish") != 0 && strcmp(c->path, "/redfish/v1") != 0 &&
+	    !authenticate(s, c, r))
+		return;
 	if (*allow) {
 		reply_error(r, 405, M_NOT_ALLOWED, NULL);
-		snprintf(r->allow, sizeof(r->allow), "%s", allow);
+		lk_reply_header(r, MHD_HTTP_HEADER_ALLOW, "%s", allow);
 	} else {
 		reply_error(r, 404, M_MISSING_URI, c->path, NULL);
 	}
@@ -1315,34 +1072,26 @@ static void api_dispatch(rf_call *c, rf_reply *r)
 
 static json_t *config_json(const rf_server *s)
 {
+	const lk_faults *f = &s->lk.faults;
 	return json_pack("{s:I, s:f, s:f, s:I, s:I, s:b, s:b, s:i}",
-			 "latency_ms", (json_int_t)s->cfg.latency_ms,
-			 "fail_rate", s->cfg.fail_rate,
-			 "rate_429", s->cfg.rate_429,
-			 "retry_after", (json_int_t)s->cfg.retry_after,
-			 "power_delay_ms", (json_int_t)s->cfg.power_delay_ms,
+			 "latency_ms", (json_int_t)f->latency_ms,
+			 "fail_rate", f->fail_rate,
+			 "rate_429", f->rate_429,
+			 "retry_after", (json_int_t)f->retry_after,
+			 "power_delay_ms", (json_int_t)s->power_delay_ms,
 			 "auth_required", s->user != NULL,
 			 "require_etag", s->require_etag,
 			 "systems", s->nsystems);
 }
 
-static void ctl_stats(rf_call *c, rf_reply *r)
+static void ctl_stats(lk_call *c, lk_reply *r)
 {
 	rf_server *s = c->srv;
-	json_t *req = json_object(), *resp = json_object();
-	char code[16];
-	pthread_mutex_lock(&s->lock);
+	pthread_mutex_lock(&s->lk.lock);
 	settle_all(s);
-	for (int i = 0; i < RF_METHOD_COUNT; i++)
-		json_object_set_new(req, method_names[i], json_integer((json_int_t)s->requests[i]));
-	for (int i = 0; i < (int)ARRAY_SIZE(s->responses); i++) {
-		if (s->responses[i]) {
-			snprintf(code, sizeof(code), "%d", i);
-			json_object_set_new(resp, code, json_integer((json_int_t)s->responses[i]));
-		}
-	}
 	reply_json(r, 200, json_pack("{s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:i}",
-				     "requests", req, "responses", resp,
+				     "requests", lk_requests_json(&s->lk, true),
+				     "responses", lk_responses_json(&s->lk),
 				     "resets", (json_int_t)s->resets,
 				     "patches", (json_int_t)s->patches,
 				     "transitions", (json_int_t)s->transitions,
@@ -1350,107 +1099,67 @@ static void ctl_stats(rf_call *c, rf_reply *r)
 				     "overrides_consumed", (json_int_t)s->overrides_consumed,
 				     "precondition_failed", (json_int_t)s->precondition_failed,
 				     "auth_failures", (json_int_t)s->auth_failures,
-				     "in_flight", (json_int_t)s->in_flight,
-				     "max_in_flight", (json_int_t)s->max_in_flight,
+				     "in_flight", (json_int_t)s->lk.in_flight,
+				     "max_in_flight", (json_int_t)s->lk.max_in_flight,
 				     "sessions", s->nsessions));
-	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->lk.lock);
 }
 
-static void ctl_stats_reset(rf_call *c, rf_reply *r)
+static void ctl_stats_reset(lk_call *c, lk_reply *r)
 {
 	rf_server *s = c->srv;
-	pthread_mutex_lock(&s->lock);
-	memset(s->requests, 0, sizeof(s->requests));
-	memset(s->responses, 0, sizeof(s->responses));
+	pthread_mutex_lock(&s->lk.lock);
+	lk_stats_reset(&s->lk);
 	s->resets = s->patches = s->transitions = s->stale_reads = 0;
 	s->overrides_consumed = s->precondition_failed = s->auth_failures = 0;
-	s->max_in_flight = s->in_flight;
-	pthread_mutex_unlock(&s->lock);
-	reply_empty(r, 204);
+	pthread_mutex_unlock(&s->lk.lock);
+	lk_reply_empty(r, 204);
 }
 
-static void ctl_config_get(rf_call *c, rf_reply *r)
+static void ctl_config_get(lk_call *c, lk_reply *r)
 {
-	pthread_mutex_lock(&c->srv->lock);
-	reply_json(r, 200, config_json(c->srv));
-	pthread_mutex_unlock(&c->srv->lock);
-}
-
-/* Read a number field of a config body into *out within [lo, hi]. */
-static bool config_number(json_t *body, const char *k, double lo, double hi,
-			  bool integer, double *out, rf_reply *r)
-{
-	json_t *v = json_object_get(body, k);
-	double d;
-	if (!v)
-		return true;
-	if (!json_is_number(v) || (integer && !json_is_integer(v))) {
-		reply_problem(r, 400, "%s must be %s", k, integer ? "an integer" : "a number");
-		return false;
-	}
-	d = json_number_value(v);
-	if (d < lo || d > hi) {
-		reply_problem(r, 400, "%s must be within [%g, %g]", k, lo, hi);
-		return false;
-	}
-	*out = d;
-	return true;
-}
-
-static void ctl_config_put(rf_call *c, rf_reply *r)
-{
-	static const char *const known[] = {
-		"latency_ms", "fail_rate", "rate_429", "retry_after", "power_delay_ms",
-	};
 	rf_server *s = c->srv;
-	json_t *body, *v;
-	const char *k;
-	double lat, fail, r429, ra, pd;
+	pthread_mutex_lock(&s->lk.lock);
+	reply_json(r, 200, config_json(s));
+	pthread_mutex_unlock(&s->lk.lock);
+}
 
-	if (!(body = json_loadb(c->body ? c->body : "", c->body_len, 0, NULL)) ||
-	    !json_is_object(body)) {
-		reply_problem(r, 400, "the request body must be a JSON object");
-		json_decref(body);
+static void ctl_config_put(lk_call *c, lk_reply *r)
+{
+	rf_server *s = c->srv;
+	lk_faults *f = &s->lk.faults;
+	const lk_setting settings[] = {
+		{ "latency_ms", 0, 3600000, &f->latency_ms, NULL },
+		{ "fail_rate", 0, 1, NULL, &f->fail_rate },
+		{ "rate_429", 0, 1, NULL, &f->rate_429 },
+		{ "retry_after", 0, 86400, &f->retry_after, NULL },
+		{ "power_delay_ms", 0, 3600000, &s->power_delay_ms, NULL },
+	};
+	json_t *body;
+	char why[512];
+
+	if (!(body = lk_body_object(c, NULL, NULL))) {
+		lk_reply_problem(r, 400, NULL, "the request body must be a JSON object");
 		return;
 	}
-	json_object_foreach(body, k, v) {
-		if (!in_list(k, known, ARRAY_SIZE(known))) {
-			reply_problem(r, 400, "unknown setting %s", k);
-			goto done;
-		}
-	}
-	pthread_mutex_lock(&s->lock);
-	lat = (double)s->cfg.latency_ms;
-	fail = s->cfg.fail_rate;
-	r429 = s->cfg.rate_429;
-	ra = (double)s->cfg.retry_after;
-	pd = (double)s->cfg.power_delay_ms;
-	if (config_number(body, "latency_ms", 0, 3600000, true, &lat, r) &&
-	    config_number(body, "fail_rate", 0, 1, false, &fail, r) &&
-	    config_number(body, "rate_429", 0, 1, false, &r429, r) &&
-	    config_number(body, "retry_after", 0, 86400, true, &ra, r) &&
-	    config_number(body, "power_delay_ms", 0, 3600000, true, &pd, r)) {
-		s->cfg.latency_ms = (long)lat;
-		s->cfg.fail_rate = fail;
-		s->cfg.rate_429 = r429;
-		s->cfg.retry_after = (long)ra;
-		s->cfg.power_delay_ms = (long)pd;
+	pthread_mutex_lock(&s->lk.lock);
+	if (lk_settings_apply(body, settings, LK_ARRAY_SIZE(settings), why, sizeof(why)) != 0)
+		lk_reply_problem(r, 400, NULL, "%s", why);
+	else
 		reply_json(r, 200, config_json(s));
-	}
-	pthread_mutex_unlock(&s->lock);
-done:
+	pthread_mutex_unlock(&s->lk.lock);
 	json_decref(body);
 }
 
 /* Every system as the machine sees it, pending transition included. */
-static void ctl_state(rf_call *c, rf_reply *r)
+static void ctl_state(lk_call *c, lk_reply *r)
 {
 	rf_server *s = c->srv;
 	json_t *systems = json_object();
 	int64_t now;
-	pthread_mutex_lock(&s->lock);
+	pthread_mutex_lock(&s->lk.lock);
 	settle_all(s);
-	now = now_ms();
+	now = lk_now_ms();
 	for (int i = 0; i < s->nsystems; i++) {
 		rf_system *y = &s->systems[i];
 		char etag[64];
@@ -1472,168 +1181,63 @@ static void ctl_state(rf_call *c, rf_reply *r)
 			"stale_reads", (json_int_t)y->stale_reads));
 	}
 	reply_json(r, 200, json_pack("{s:o}", "systems", systems));
-	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_unlock(&s->lk.lock);
 }
 
-static const struct {
-	rf_method method;
-	const char *path;
-	rf_handler fn;
-} ctl_routes[] = {
-	{ RF_GET, "/_stats", ctl_stats },
-	{ RF_POST, "/_stats/reset", ctl_stats_reset },
-	{ RF_GET, "/_config", ctl_config_get },
-	{ RF_PUT, "/_config", ctl_config_put },
-	{ RF_GET, "/_state", ctl_state },
+static const lk_route ctl_routes[] = {
+	{ LK_GET, "/_stats", ctl_stats, 0 },
+	{ LK_POST, "/_stats/reset", ctl_stats_reset, 0 },
+	{ LK_GET, "/_config", ctl_config_get, 0 },
+	{ LK_PUT, "/_config", ctl_config_put, 0 },
+	{ LK_GET, "/_state", ctl_state, 0 },
 };
-
-static void ctl_dispatch(rf_call *c, rf_reply *r)
-{
-	bool path_known = false;
-	for (size_t i = 0; i < ARRAY_SIZE(ctl_routes); i++) {
-		if (strcmp(ctl_routes[i].path, c->path) != 0)
-			continue;
-		path_known = true;
-		if (ctl_routes[i].method == c->method ||
-		    (ctl_routes[i].method == RF_GET && c->method == RF_HEAD)) {
-			ctl_routes[i].fn(c, r);
-			return;
-		}
-	}
-	if (path_known)
-		reply_problem(r, 405, "%s is not supported on %s", method_names[c->method], c->path);
-	else
-		reply_problem(r, 404, "no such path: %s", c->path);
-}
 
 /* ---- request handling ------------------------------------------------- */
 
-static rf_method method_of(const char *m)
+/* Every request: a control endpoint, or an API request (counted, delayed,
+ * maybe failed, then routed). */
+static void handle(lk_call *c, lk_reply *r)
 {
-	for (int i = 0; i < RF_OTHER; i++)
-		if (strcmp(m, method_names[i]) == 0)
-			return (rf_method)i;
-	return RF_OTHER;
-}
+	rf_server *s = c->srv;
+	long retry_after;
+	int fault;
 
-/* An API request: counted, delayed, maybe failed, then routed. */
-static void handle_api(rf_server *s, rf_call *c, const rf_upload *up, rf_reply *r)
-{
-	long delay, retry_after;
-	int fault = 0;
-
-	pthread_mutex_lock(&s->lock);
-	s->requests[c->method]++;
-	if (++s->in_flight > s->max_in_flight)
-		s->max_in_flight = s->in_flight;
-	delay = s->cfg.latency_ms;
-	if (s->cfg.fail_rate > 0 && rng_next(s) < s->cfg.fail_rate)
-		fault = rng_next(s) < 0.5 ? 503 : 500;
-	else if (s->cfg.rate_429 > 0 && rng_next(s) < s->cfg.rate_429)
-		fault = 429;
-	retry_after = s->cfg.retry_after;
-	pthread_mutex_unlock(&s->lock);
-
-	if (delay > 0)
-		sleep_ms(delay);
+	if (strncmp(c->path, "/_", 2) == 0) {
+		if (c->too_large)
+			lk_reply_problem(r, 400, NULL, "the request body exceeds %d bytes",
+					 RF_MAX_BODY);
+		else
+			lk_route_dispatch(ctl_routes, LK_ARRAY_SIZE(ctl_routes), c, c->path, r, 0);
+		return;
+	}
+	fault = lk_api_begin(&s->lk, c->method, &retry_after);
 	if (fault == 429) {
 		char sec[24];
 		snprintf(sec, sizeof(sec), "%ld", retry_after);
 		reply_error(r, 429, M_UNAVAILABLE, sec, NULL);
-		r->retry_after = retry_after;
+		lk_reply_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "%ld", retry_after);
 	} else if (fault == 503) {
 		reply_error(r, 503, M_UNAVAILABLE, "0", NULL);
 	} else if (fault) {
 		reply_error(r, 500, M_INTERNAL, NULL);
-	} else if (up->too_large) {
+	} else if (c->too_large) {
 		reply_error(r, 413, M_TOO_LARGE, NULL);
 	} else {
 		api_dispatch(c, r);
 	}
-}
-
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
-				  const char *url, const char *method,
-				  const char *version, const char *upload_data,
-				  size_t *upload_size, void **req_cls)
-{
-	rf_server *s = cls;
-	rf_upload *up = *req_cls;
-	rf_reply r = { .status = 500, .retry_after = -1 };
-	rf_call c = { .srv = s, .conn = conn };
-	char path[512];
-	size_t n;
-	enum MHD_Result ret;
-	(void)version;
-
-	if (!up) { /* first call: headers only */
-		if (!(up = calloc(1, sizeof(*up))))
-			return MHD_NO;
-		*req_cls = up;
-		return MHD_YES;
-	}
-	if (*upload_size) { /* a piece of the body */
-		size_t k = *upload_size;
-		*upload_size = 0;
-		if (up->too_large || up->len + k > RF_MAX_BODY) {
-			up->too_large = true;
-			return MHD_YES;
-		}
-		if (up->len + k > up->cap) {
-			size_t cap = up->cap ? up->cap : 4096;
-			char *p;
-			while (cap < up->len + k)
-				cap *= 2;
-			if (!(p = realloc(up->body, cap)))
-				return MHD_NO;
-			up->body = p;
-			up->cap = cap;
-		}
-		memcpy(up->body + up->len, upload_data, k);
-		up->len += k;
-		return MHD_YES;
-	}
-
-	/* "/redfish/v1/" and "/redfish/v1" are the same resource */
-	snprintf(path, sizeof(path), "%s", url);
-	n = strlen(path);
-	while (n > 1 && path[n - 1] == '/')
-		path[--n] = '\0';
-	c.path = path;
-	c.method = method_of(method);
-	c.body = up->body;
-	c.body_len = up->len;
-	if (strncmp(path, "/_", 2) == 0) {
-		if (up->too_large)
-			reply_problem(&r, 400, "the request body exceeds %d bytes", RF_MAX_BODY);
-		else
-			ctl_dispatch(&c, &r);
-		return reply_send(conn, &r);
-	}
-
-	handle_api(s, &c, up, &r);
-	ret = reply_send(conn, &r);
-	pthread_mutex_lock(&s->lock);
-	if (r.status >= 0 && r.status < (int)ARRAY_SIZE(s->responses))
-		s->responses[r.status]++;
-	s->in_flight--;
-	pthread_mutex_unlock(&s->lock);
-	return ret;
-}
-
-static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
-			 enum MHD_RequestTerminationCode toe)
-{
-	rf_upload *up = *req_cls;
-	(void)cls, (void)conn, (void)toe;
-	if (up) {
-		free(up->body);
-		free(up);
-		*req_cls = NULL;
-	}
+	lk_api_end(&s->lk, r->status);
 }
 
 /* ---- command line ----------------------------------------------------- */
+
+enum { O_SYSTEMS = LK_OPT_OWN, O_IDS, O_POWER, O_DELAY, O_USER, O_PASSWORD, O_ETAG, O_STATE };
+
+/* What the command line sets beyond lk's options. */
+typedef struct {
+	rf_server *srv;
+	long nsystems;
+	bool numeric, on;
+} rf_options;
 
 static void usage(FILE *f)
 {
@@ -1662,78 +1266,36 @@ static void usage(FILE *f)
 	      "See examples/lab/README.md for the API.\n", f);
 }
 
-static bool parse_long(const char *s, long lo, long hi, long *out)
+static bool own_option(void *cls, int opt, const char *arg)
 {
-	char *end;
-	long v;
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || end == s || *end || v < lo || v > hi)
+	rf_options *o = cls;
+	rf_server *s = o->srv;
+	switch (opt) {
+	case O_SYSTEMS:
+		return lk_parse_long(arg, 1, RF_MAX_SYSTEMS, &o->nsystems);
+	case O_IDS:
+		o->numeric = !strcmp(arg, "numeric");
+		return o->numeric || !strcmp(arg, "embedded");
+	case O_POWER:
+		o->on = !strcmp(arg, "On");
+		return o->on || !strcmp(arg, "Off");
+	case O_DELAY:
+		return lk_parse_long(arg, 0, 3600000, &s->power_delay_ms);
+	case O_USER:
+		s->user = arg;
+		return *arg && !strchr(arg, ':');
+	case O_PASSWORD:
+		s->password = arg;
+		return true;
+	case O_ETAG:
+		s->require_etag = true;
+		return true;
+	case O_STATE:
+		s->state_file = arg;
+		return *arg != '\0';
+	default:
 		return false;
-	*out = v;
-	return true;
-}
-
-static bool parse_rate(const char *s, double *out)
-{
-	char *end;
-	double v;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || *end || !(v >= 0.0 && v <= 1.0))
-		return false;
-	*out = v;
-	return true;
-}
-
-/* Split "HOST:PORT", "[V6]:PORT" or ":PORT" and resolve it.  *res is the
- * caller's (freeaddrinfo). */
-static int resolve_listen(const char *spec, struct addrinfo **res)
-{
-	char host[256];
-	const char *port, *h = spec, *colon;
-	size_t hn;
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	if (spec[0] == '[') {
-		const char *close = strchr(spec, ']');
-		if (!close || close[1] != ':')
-			return -1;
-		h = spec + 1;
-		hn = (size_t)(close - h);
-		port = close + 2;
-	} else {
-		if (!(colon = strrchr(spec, ':')))
-			return -1;
-		hn = (size_t)(colon - spec);
-		port = colon + 1;
 	}
-	if (hn >= sizeof(host) || !*port)
-		return -1;
-	memcpy(host, h, hn);
-	host[hn] = '\0';
-	return getaddrinfo(hn ? host : "127.0.0.1", port, &hints, res) == 0 ? 0 : -1;
-}
-
-/* Write "PORT\n" to path atomically (temp file, fsync, rename). */
-static int write_port_file(const char *path, unsigned port)
-{
-	char tmp[PATH_MAX], text[16];
-	int fd, n, rc = -1;
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp))
-		return -1;
-	n = snprintf(text, sizeof(text), "%u\n", port);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
-		return -1;
-	if (write(fd, text, (size_t)n) == n && fsync(fd) == 0)
-		rc = 0;
-	if (close(fd) != 0)
-		rc = -1;
-	if (rc == 0 && rename(tmp, path) != 0)
-		rc = -1;
-	if (rc != 0)
-		unlink(tmp);
-	return rc;
 }
 
 /* The systems: ids per style, every one in the same initial state. */
@@ -1749,7 +1311,7 @@ static int make_systems(rf_server *s, long n, bool numeric, bool on)
 		else
 			snprintf(y->id, sizeof(y->id), "System.Embedded.%d", i + 1);
 		snprintf(y->uri, sizeof(y->uri), "/redfish/v1/Systems/%s", y->id);
-		uuid_from(random_u64(), random_u64(), y->uuid, sizeof(y->uuid));
+		uuid_from(lk_random_u64(), lk_random_u64(), y->uuid, sizeof(y->uuid));
 		snprintf(y->serial, sizeof(y->serial), "LAB%06d", i + 1);
 		y->on = on;
 		snprintf(y->boot_enabled, sizeof(y->boot_enabled), "Disabled");
@@ -1762,11 +1324,8 @@ static int make_systems(rf_server *s, long n, bool numeric, bool on)
 
 int main(int argc, char **argv)
 {
-	enum { O_LISTEN = 1, O_PORT_FILE, O_SYSTEMS, O_IDS, O_POWER, O_DELAY, O_USER,
-	       O_PASSWORD, O_ETAG, O_LATENCY, O_FAIL, O_429, O_RETRY, O_SEED, O_STATE, O_HELP };
 	static const struct option opts[] = {
-		{ "listen", required_argument, NULL, O_LISTEN },
-		{ "port-file", required_argument, NULL, O_PORT_FILE },
+		LK_OPTIONS_BASE,
 		{ "systems", required_argument, NULL, O_SYSTEMS },
 		{ "system-ids", required_argument, NULL, O_IDS },
 		{ "power-state", required_argument, NULL, O_POWER },
@@ -1774,135 +1333,40 @@ int main(int argc, char **argv)
 		{ "user", required_argument, NULL, O_USER },
 		{ "password", required_argument, NULL, O_PASSWORD },
 		{ "require-etag", no_argument, NULL, O_ETAG },
-		{ "latency-ms", required_argument, NULL, O_LATENCY },
-		{ "fail-rate", required_argument, NULL, O_FAIL },
-		{ "rate-429", required_argument, NULL, O_429 },
-		{ "retry-after", required_argument, NULL, O_RETRY },
-		{ "seed", required_argument, NULL, O_SEED },
+		LK_OPTIONS_FAULTS,
 		{ "state-file", required_argument, NULL, O_STATE },
-		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
 	static rf_server srv;
-	const char *listen_spec = "127.0.0.1:0", *port_file = NULL;
-	struct addrinfo *ai = NULL;
-	struct MHD_Daemon *d = NULL;
-	const union MHD_DaemonInfo *info;
-	char host[NI_MAXHOST];
-	unsigned flags, port;
-	long v, nsystems = 1;
-	bool numeric = false, on = false;
-	uint64_t seed = random_u64();
-	sigset_t sigs;
-	int opt, sig, rc = 1;
+	rf_options o = { .srv = &srv, .nsystems = 1 };
+	char what[32];
+	int rc;
 
-	srv.cfg.retry_after = 1;
-	while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		bool ok = true;
-		switch (opt) {
-		case O_LISTEN: listen_spec = optarg; break;
-		case O_PORT_FILE: port_file = optarg; break;
-		case O_SYSTEMS: ok = parse_long(optarg, 1, RF_MAX_SYSTEMS, &nsystems); break;
-		case O_IDS:
-			ok = !strcmp(optarg, "embedded") || !strcmp(optarg, "numeric");
-			numeric = !strcmp(optarg, "numeric");
-			break;
-		case O_POWER:
-			ok = !strcmp(optarg, "On") || !strcmp(optarg, "Off");
-			on = !strcmp(optarg, "On");
-			break;
-		case O_DELAY: ok = parse_long(optarg, 0, 3600000, &srv.cfg.power_delay_ms); break;
-		case O_USER: ok = *optarg && !strchr(optarg, ':'); srv.user = optarg; break;
-		case O_PASSWORD: srv.password = optarg; break;
-		case O_ETAG: srv.require_etag = true; break;
-		case O_LATENCY: ok = parse_long(optarg, 0, 3600000, &srv.cfg.latency_ms); break;
-		case O_FAIL: ok = parse_rate(optarg, &srv.cfg.fail_rate); break;
-		case O_429: ok = parse_rate(optarg, &srv.cfg.rate_429); break;
-		case O_RETRY: ok = parse_long(optarg, 0, 86400, &srv.cfg.retry_after); break;
-		case O_SEED:
-			ok = parse_long(optarg, LONG_MIN, LONG_MAX, &v);
-			seed = (uint64_t)v;
-			break;
-		case O_STATE: ok = *optarg != '\0'; srv.state_file = optarg; break;
-		case O_HELP: usage(stdout); return 0;
-		default: usage(stderr); return 2;
-		}
-		if (!ok) {
-			fprintf(stderr, "redfish: bad value for --%s: %s\n", opts[opt - 1].name, optarg);
-			return 2;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "redfish: unexpected argument %s\n", argv[optind]);
-		return 2;
-	}
+	lk_init(&srv.lk, "redfish");
+	srv.lk.max_body = RF_MAX_BODY;
+	srv.lk.max_connections = 1024;
+	srv.lk.thread_stack = RF_THREAD_STACK;
+	srv.lk.timeout_s = 120;
+	if ((rc = lk_parse_args(&srv.lk, argc, argv, opts, own_option, &o, usage)) >= 0)
+		return rc;
 	if (!srv.user != !srv.password) {
 		fprintf(stderr, "redfish: --user and --password go together\n");
 		return 2;
 	}
-	if (resolve_listen(listen_spec, &ai) != 0) {
-		fprintf(stderr, "redfish: cannot use --listen %s (want HOST:PORT)\n", listen_spec);
+	if (lk_resolve(&srv.lk) != 0)
 		return 2;
-	}
 
-	srv.rng = mix64(seed) | 1;
+	rc = 1;
 	snprintf(srv.instance, sizeof(srv.instance), "%08llx",
-		 (unsigned long long)(random_u64() & 0xffffffffULL));
-	uuid_from(random_u64(), random_u64(), srv.service_uuid, sizeof(srv.service_uuid));
-	json_object_seed(0); /* before any thread touches jansson */
-	if (make_systems(&srv, nsystems, numeric, on) != 0) {
+		 (unsigned long long)(lk_random_u64() & 0xffffffffULL));
+	uuid_from(lk_random_u64(), lk_random_u64(), srv.service_uuid, sizeof(srv.service_uuid));
+	if (make_systems(&srv, o.nsystems, o.numeric, o.on) != 0) {
 		fprintf(stderr, "redfish: out of memory\n");
-		goto done;
+	} else if (!srv.state_file || load_state(&srv) == 0) {
+		snprintf(what, sizeof(what), " (%d systems)", srv.nsystems);
+		rc = lk_run(&srv.lk, handle, &srv, what);
 	}
-	if (srv.state_file && load_state(&srv) != 0)
-		goto done;
-	pthread_mutex_init(&srv.lock, NULL);
-
-	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-
-	flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD |
-		MHD_USE_ITC | MHD_USE_ERROR_LOG;
-	if (ai->ai_family == AF_INET6)
-		flags |= MHD_USE_IPv6;
-	d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, &srv,
-			     MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-			     MHD_OPTION_CONNECTION_LIMIT, (unsigned)RF_MAX_CONNECTIONS,
-			     MHD_OPTION_THREAD_STACK_SIZE, (size_t)RF_THREAD_STACK,
-			     MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-			     MHD_OPTION_NOTIFY_COMPLETED, on_completed, &srv,
-			     MHD_OPTION_END);
-	if (!d) {
-		fprintf(stderr, "redfish: cannot listen on %s\n", listen_spec);
-		goto done;
-	}
-	info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-	port = info ? info->port : 0;
-	if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof(host), NULL, 0,
-			NI_NUMERICHOST) != 0)
-		snprintf(host, sizeof(host), "127.0.0.1");
-	if (port_file && write_port_file(port_file, port) != 0) {
-		fprintf(stderr, "redfish: cannot write %s: %s\n", port_file, strerror(errno));
-		goto done;
-	}
-	printf(ai->ai_family == AF_INET6 ? "redfish listening on http://[%s]:%u (%d systems)\n"
-					  : "redfish listening on http://%s:%u (%d systems)\n",
-	       host, port, srv.nsystems);
-	fflush(stdout);
-
-	do {
-		if (sigwait(&sigs, &sig) != 0)
-			goto done;
-	} while (sig != SIGINT && sig != SIGTERM);
-	rc = 0;
-done:
-	if (d)
-		MHD_stop_daemon(d);
-	if (ai)
-		freeaddrinfo(ai);
+	lk_free(&srv.lk);
 	free(srv.systems);
 	return rc;
 }

@@ -19,7 +19,7 @@ api_start "$T/api.json"
 say "health and MEC 040 registration"
 call "" GET /health
 check_eq "/health answers 200 without a token" 200 "$S"
-wait_for "the server registered its MEC system with the federator" 10 \
+wait_for "the server registered its MEC system with the federator" 30 \
 	test "$(curl -s "$FED_URL/_stats" | jq .systems)" = 1
 reg=$(curl -s -H 'Authorization: Bearer federator-secret' \
 	"$FED_URL/fed_enablement/v1/fed_resources/system_info?systemname=mecorch-it")
@@ -72,7 +72,7 @@ check_eq "Range bytes=0-9: 206 with 10 bytes" "206 10" "$S $(stat -c %s "$T/body
 check_true "Content-Range: bytes 0-9/size" grep -qi "^Content-Range: bytes 0-9/$size" "$T/hdr"
 call "$TA" GET "/app_pkgm/v1/app_packages/$PKG/package_content" "" -H "Range: bytes=$((size + 10))-"
 check_eq "an unsatisfiable Range: 416" 416 "$S"
-wait_for "AppPackageOnBoarded notification delivered" 10 \
+wait_for "AppPackageOnBoarded notification delivered" 30 \
 	test "$(received pkg | jq -r 'select(.notificationType == "AppPackageOnBoarded") | .appPkgId')" = "$PKG"
 
 say "onboarding failures"
@@ -140,9 +140,9 @@ check_lab_matches_state "labcloud objects == the instance's state"
 call "$TA" GET "/app_lcm/v1/app_lcm_op_occs/$OP1"
 check_eq "the op occurrence: INSTANTIATE, links to its instance" "INSTANTIATE $API/app_lcm/v1/app_instances/$I1" \
 	"$(body '"\(.lcmOperation) \(._links.appInstance.href)"')"
-wait_for "AppLcmOpOccNotification STARTING, PROCESSING, COMPLETED delivered in order" 10 \
+wait_for "AppLcmOpOccNotification STARTING, PROCESSING, COMPLETED delivered in order" 30 \
 	test "$(received op | jq -r --arg o "$OP1" 'select(.appLcmOpOccId == $o) | .operationState' | tr '\n' ' ')" = "STARTING PROCESSING COMPLETED "
-wait_for "AppInstNotification STARTED delivered" 10 \
+wait_for "AppInstNotification STARTED delivered" 30 \
 	test "$(received inst | jq -r --arg i "$I1" 'select(.appInstanceId == $i) | .appInstanceState')" = STARTED
 
 say "bad requests"
@@ -219,7 +219,7 @@ OP2=$(grep -i '^Location:' "$T/hdr" | sed 's|.*/app_lcm_op_occs/||' | tr -d '\r\
 wait_for "the OPERATE operation COMPLETES" 30 op_is "$OP2" COMPLETED
 check_eq "labcloud: the app has 0 replicas and state STOPPED" "0 STOPPED" \
 	"$(lab_items apps | jq -r '.[0] | "\(.replicas) \(.state)"')"
-wait_for "after 3 failures, every OPERATE notification arrives, in order" 15 \
+wait_for "after 3 failures, every OPERATE notification arrives, in order" 60 \
 	test "$(received op | jq -r --arg o "$OP2" 'select(.appLcmOpOccId == $o) | .operationState' | tr '\n' ' ')" = "STARTING PROCESSING COMPLETED "
 call "$TO" GET /metrics
 check_true "/metrics counts failed notification attempts" grep -q '^mecorch_notification_failures_total [1-9]' "$T/body"
@@ -259,7 +259,7 @@ say "a server killed in the middle of an instantiate resumes it"
 lab_config '{"latency_ms":400}'
 call "$TA" POST "/app_lcm/v1/app_instances/$I3/instantiate" '{"selectedMECHostInfo":[{"hostId":{"zoneId":"zone-paris"}}]}' -D "$T/hdr"
 OP5=$(grep -i '^Location:' "$T/hdr" | sed 's|.*/app_lcm_op_occs/||' | tr -d '\r\n')
-wait_for "the operation is PROCESSING" 10 op_is "$OP5" PROCESSING
+wait_for "the operation is PROCESSING" 30 op_is "$OP5" PROCESSING
 sleep 0.5
 api_stop KILL
 check_true "the server is gone (SIGKILL)" sh -c "! kill -0 $API_PID 2>/dev/null"
@@ -321,7 +321,7 @@ call "$TA" GET "/mecorch/v1/federation/systems"
 check_eq "discovery is for operators: 403" 403 "$S"
 call "$TO" PATCH /mecorch/v1/federation/system '{"systemName":"mecorch-it-2"}'
 check_eq "PATCH federation/system: 200" 200 "$S"
-wait_for "the federator sees the new name (PATCH system_info)" 10 test "$(curl -s -H 'Authorization: Bearer federator-secret' \
+wait_for "the federator sees the new name (PATCH system_info)" 30 test "$(curl -s -H 'Authorization: Bearer federator-secret' \
 	"$FED_URL/fed_enablement/v1/fed_resources/system_info/$SYSID" | jq -r .systemName)" = mecorch-it-2
 call "$TA" GET /mecorch/v1/zones
 check_eq "zones lists both zones" "zone-paris zone-berlin" "$(body '[.[].zoneId] | join(" ")')"
@@ -333,7 +333,7 @@ for I in "$I1" "$I2" "$I3"; do
 	wait_for "terminate $I completes" 30 op_is "$OPT" COMPLETED
 done
 check_eq "labcloud is empty" 0 "$(lab_total)" || lab_pairs
-wait_for "AppInstNotification NOT_INSTANTIATED delivered" 10 \
+wait_for "AppInstNotification NOT_INSTANTIATED delivered" 30 \
 	test "$(received inst | jq -r --arg i "$I1" 'select(.appInstanceId == $i) | .appInstanceState' | tail -n 1)" = NOT_INSTANTIATED
 for I in "$I1" "$I2" "$I3"; do
 	call "$TA" DELETE "/app_lcm/v1/app_instances/$I"
