@@ -56,6 +56,13 @@ struct mo_state {
 	char *lock_id; /* id of the writer lock this handle holds, or NULL */
 	int schema;
 	int batch;     /* inside mo_state_batch_begin: writes nest as savepoints */
+	/* prepared statements kept for reuse (prep / unprep): preparing was a
+	 * third of the executor's instructions per action */
+	struct {
+		const char *sql;
+		sqlite3_stmt *s;
+		int busy;
+	} cache[48];
 };
 
 #define MO_JSON_FLAGS (JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY)
@@ -166,10 +173,60 @@ static int oom(void)
 	return mo_error_set(MO_ENOMEM, "out of memory");
 }
 
+/* Prepare sql, reusing a cached statement for the same text when one is
+ * free; release it with unprep(). */
 static int prep(mo_state *st, sqlite3_stmt **s, const char *sql)
 {
-	int rc = sqlite3_prepare_v2(st->db, sql, -1, s, NULL);
-	return rc == SQLITE_OK ? 0 : db_err(st, rc);
+	int rc;
+	size_t i, free_slot = MO_ARRAY_SIZE(st->cache);
+	for (i = 0; i < MO_ARRAY_SIZE(st->cache); i++) {
+		if (!st->cache[i].s) {
+			if (free_slot == MO_ARRAY_SIZE(st->cache))
+				free_slot = i;
+			continue;
+		}
+		if (!st->cache[i].busy && st->cache[i].sql == sql &&
+		    !strcmp(sqlite3_sql(st->cache[i].s), sql)) {
+			st->cache[i].busy = 1;
+			*s = st->cache[i].s;
+			return 0;
+		}
+	}
+	rc = sqlite3_prepare_v2(st->db, sql, -1, s, NULL);
+	if (rc != SQLITE_OK)
+		return db_err(st, rc);
+	if (free_slot < MO_ARRAY_SIZE(st->cache)) {
+		st->cache[free_slot].sql = sql;
+		st->cache[free_slot].s = *s;
+		st->cache[free_slot].busy = 1;
+	}
+	return 0;
+}
+
+/* Done with a statement from prep(): reset a cached one, finalize others. */
+static void unprep(mo_state *st, sqlite3_stmt *s)
+{
+	if (!s)
+		return;
+	for (size_t i = 0; i < MO_ARRAY_SIZE(st->cache); i++) {
+		if (st->cache[i].s == s) {
+			sqlite3_reset(s);
+			sqlite3_clear_bindings(s);
+			st->cache[i].busy = 0;
+			return;
+		}
+	}
+	sqlite3_finalize(s);
+}
+
+static void cache_clear(mo_state *st)
+{
+	for (size_t i = 0; i < MO_ARRAY_SIZE(st->cache); i++) {
+		sqlite3_finalize(st->cache[i].s);
+		st->cache[i].s = NULL;
+		st->cache[i].sql = NULL;
+		st->cache[i].busy = 0;
+	}
 }
 
 static int exec_sql(mo_state *st, const char *sql)
@@ -301,7 +358,7 @@ static int run(mo_state *st, const char *sql, const char *fmt, ...)
 	va_end(ap);
 	if (rc == 0)
 		rc = step_done(st, s);
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc;
 }
 
@@ -356,7 +413,7 @@ static int meta_text(mo_state *st, const char *key, char **out)
 	else
 		rc = db_err(st, step);
 done:
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc;
 }
 
@@ -374,7 +431,7 @@ static int serial_get(mo_state *st, int64_t *out)
 		rc = mo_error_set(MO_ESTATE, "state %s: no serial in meta", st->path);
 	else
 		rc = db_err(st, step);
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc;
 }
 
@@ -395,7 +452,7 @@ static int res_exists(mo_state *st, const char *address)
 	step = sqlite3_step(s);
 	rc = step == SQLITE_ROW ? 1 : step == SQLITE_DONE ? 0 : db_err(st, step);
 done:
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc;
 }
 
@@ -448,7 +505,7 @@ static int res_write(mo_state *st, const mo_resource *r, int64_t next, int *chan
 		goto done;
 	*changed = sqlite3_changes(st->db) > 0;
 done:
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc;
 }
 
@@ -557,7 +614,7 @@ static int schema_read(mo_state *st, int *version)
 		*version = sqlite3_column_int(s, 0);
 	else
 		rc = db_err(st, step);
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc;
 }
 
@@ -585,7 +642,7 @@ static int check_foreign(mo_state *st)
 				  st->path, (const char *)sqlite3_column_text(s, 0));
 	else if (step != SQLITE_DONE)
 		rc = db_err(st, step);
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc;
 }
 
@@ -644,7 +701,7 @@ static int meta_init(mo_state *st)
 		have = sqlite3_column_int(s, 0);
 	else
 		rc = db_err(st, step);
-	sqlite3_finalize(s);
+	unprep(st, s);
 	if (rc < 0)
 		return rc;
 	if (have == 3)
@@ -730,6 +787,7 @@ void mo_state_close(mo_state *st)
 		if (st->lock_id)
 			run(st, "DELETE FROM locks WHERE id = ?", "t", st->lock_id);
 		tx_rollback(st);
+		cache_clear(st);
 		sqlite3_close_v2(st->db);
 	}
 	mo_free(st->lock_id);
@@ -835,7 +893,7 @@ int mo_state_list(mo_state *st, mo_resource ***out, size_t *n)
 	list = NULL;
 	len = 0;
 done:
-	sqlite3_finalize(s);
+	unprep(st, s);
 	mo_resource_list_free(list, len);
 	return rc;
 }
@@ -858,7 +916,7 @@ int mo_state_get(mo_state *st, const char *address, mo_resource **out)
 	else
 		rc = db_err(st, step);
 done:
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc;
 }
 
@@ -955,7 +1013,7 @@ static int deps_rename(mo_state *st, const char *from, const char *to, int64_t s
 			goto done;
 	}
 done:
-	sqlite3_finalize(s);
+	unprep(st, s);
 	json_decref(deps);
 	json_decref(todo);
 	json_decref(quoted);
@@ -1113,7 +1171,7 @@ static int outputs_read(mo_state *st, json_t **out)
 	*out = obj;
 	obj = NULL;
 done:
-	sqlite3_finalize(s);
+	unprep(st, s);
 	json_decref(obj);
 	return rc;
 }
@@ -1204,7 +1262,7 @@ int mo_state_outputs_set(mo_state *st, json_t *outputs)
 		goto done;
 	rc = tx_commit(st);
 done:
-	sqlite3_finalize(s);
+	unprep(st, s);
 	if (rc < 0)
 		tx_rollback(st);
 	json_decref(norm);
@@ -1306,7 +1364,7 @@ static int op_query(mo_state *st, const char *sql, int limit, mo_op ***out, size
 	list = NULL;
 	len = 0;
 done:
-	sqlite3_finalize(s);
+	unprep(st, s);
 	mo_op_list_free(list, len);
 	return rc;
 }
@@ -1337,7 +1395,7 @@ int mo_state_op_begin(mo_state *st, const char *run_id, int kind, const char *to
 	if (op_id)
 		*op_id = sqlite3_last_insert_rowid(st->db);
 done:
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc;
 }
 
@@ -1414,7 +1472,7 @@ int mo_state_op_finish(mo_state *st, int64_t op_id, const char *status, const ch
 		goto done;
 	rc = tx_commit(st);
 done:
-	sqlite3_finalize(s);
+	unprep(st, s);
 	if (rc < 0)
 		tx_rollback(st);
 	mo_free(cur);
@@ -1454,7 +1512,7 @@ int mo_state_op_unused_token(mo_state *st, const char *address, char **token)
 		rc = db_err(st, step);
 	}
 done:
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc;
 }
 
@@ -1543,7 +1601,7 @@ static int lock_read(mo_state *st, mo_lock_info *li)
 	} else {
 		rc = db_err(st, step);
 	}
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc;
 }
 
