@@ -3,6 +3,8 @@
  * runtime's logger with the task's label as the speaker.
  */
 #include "drivers.h"
+#include "common.h"
+#include "planner.h"
 #include "runtime.h"
 #include "sandbox.h"
 
@@ -24,8 +26,13 @@ static int l_log(lua_State *L)
 	} else {
 		msg = luaL_tolstring(L, 1, NULL);
 	}
-	if (rt && rt->log)
-		rt->log(rt->log_ud, t ? mo_task_label(t) : (sb ? mo_sandbox_name(sb) : "?"), level, msg);
+	if (rt && rt->log) {
+		/* a module may log a secret it was given: never let it out */
+		char *masked = rt->secrets ? mo_mask_text(rt->secrets, msg) : NULL;
+		rt->log(rt->log_ud, t ? mo_task_label(t) : (sb ? mo_sandbox_name(sb) : "?"), level,
+			masked ? masked : msg);
+		mo_free(masked);
+	}
 	return 0;
 }
 

@@ -166,6 +166,8 @@ int mo_run(const mo_run_opts *o, mo_run_result *res)
 		goto done;
 	if ((rc = open_all(&r)) < 0)
 		goto done;
+	if (r.p)
+		r.rt.secrets = r.p->secrets;
 	if (o->expect_lineage &&
 	    (strcmp(o->expect_lineage, mo_state_lineage(r.st)) || o->expect_serial != mo_state_serial(r.st))) {
 		rc = mo_error_set(MO_ESTALE, "the state changed since the plan was saved (serial %lld, now "

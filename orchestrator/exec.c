@@ -640,18 +640,23 @@ static void push_ready(exec *x, size_t i)
 	x->ready[x->rtail++ % (x->n + 1)] = i;
 }
 
-static void job_failed(exec *x, job *j, const char *msg, const char *traceback)
+static void job_failed(exec *x, job *j, const char *raw, const char *traceback)
 {
+	/* a module's error text may quote a secret it was given */
+	char *msg = mo_mask_text(x->secrets, raw), *tb = mo_mask_text(x->secrets, traceback);
 	json_t *e = json_pack("{s:s,s:s,s:s}", "address", j->address, "action",
-			      x->kind == K_REFRESH ? "read" : mo_action_name(j->action), "message", msg);
-	if (traceback && *traceback)
-		json_object_set_new(e, "traceback", json_string(traceback));
+			      x->kind == K_REFRESH ? "read" : mo_action_name(j->action), "message",
+			      msg ? msg : raw);
+	if (tb && *tb)
+		json_object_set_new(e, "traceback", json_string(tb));
+	mo_free(tb);
 	json_array_append_new(x->res->errors, e);
 	j->status = J_FAILED;
 	x->res->failed++;
 	if (x->o->fail_fast)
 		x->stop = 1;
-	emit(x, "error", j, msg, (mo_now_us() - j->t0) / 1000);
+	emit(x, "error", j, msg ? msg : raw, (mo_now_us() - j->t0) / 1000);
+	mo_free(msg);
 }
 
 /* Mark everything that (transitively) depends on job i as skipped. */

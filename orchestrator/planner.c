@@ -172,6 +172,30 @@ static json_t *mask_walk(const json_t *v, const json_t *secrets, const unsigned 
 	return json_incref((json_t *)v);
 }
 
+char *mo_mask_text(const json_t *secrets, const char *text)
+{
+	mo_buf b = MO_BUF_INIT;
+	const char *p = text ? text : "";
+	if (mo_buf_puts(&b, "") < 0)
+		return NULL;
+	while (*p) {
+		size_t i, best = 0;
+		json_t *x;
+		json_array_foreach(secrets, i, x) {
+			size_t n = json_string_length(x);
+			if (n > best && !strncmp(p, json_string_value(x), n))
+				best = n;
+		}
+		if (best) {
+			mo_buf_puts(&b, "(sensitive)");
+			p += best;
+		} else {
+			mo_buf_put(&b, p++, 1);
+		}
+	}
+	return b.ptr;
+}
+
 json_t *mo_mask(const json_t *v, const mo_rtype *rtype, const json_t *secrets,
 		const unsigned char key[32])
 {

@@ -83,6 +83,10 @@ int mo_resolve(const json_t *v, mo_lookup_fn lookup, void *ud, json_t **out, int
 json_t *mo_mask(const json_t *v, const mo_rtype *rtype, const json_t *secrets,
 		const unsigned char key[32]);
 
+/* A copy of text (caller's) with every occurrence of a secret replaced by
+ * "(sensitive)": for error messages and logs. */
+char *mo_mask_text(const json_t *secrets, const char *text);
+
 /* Decide the action for a desired resource whose props are now known
  * (after) against what exists (have).  Used by the planner and, for
  * deferred changes, by the executor.  *changed: new array or NULL. */

@@ -41,6 +41,9 @@ typedef struct mo_rt {
 	 * to the loop instead (mo_loop_post), so no request leaves before its
 	 * intent is durable.  libcurl transfers start in the loop anyway. */
 	int defer_io;
+	/* The plan's sensitive strings (a JSON array, borrowed), masked out of
+	 * module logs; NULL when none. */
+	const void *secrets;
 } mo_rt;
 
 /* Release driver state held by rt (accepts rt == NULL). */

@@ -865,6 +865,20 @@ static void test_planner_mask(void **ts)
 	json_decref(rt.replace_on);
 }
 
+/* Error messages and logs lose every secret they quote. */
+static void test_planner_mask_text(void **ts)
+{
+	json_t *secrets = json_pack("[s,s]", "hunter2-pass", "hunter2");
+	char *m = mo_mask_text(secrets, "401 for token hunter2-pass at hunter2: retry hunter2x");
+	(void)ts;
+	assert_string_equal(m, "401 for token (sensitive) at (sensitive): retry (sensitive)x");
+	mo_free(m);
+	m = mo_mask_text(NULL, "nothing to hide");
+	assert_string_equal(m, "nothing to hide");
+	mo_free(m);
+	json_decref(secrets);
+}
+
 /* ---- rendering ----------------------------------------------------------- */
 
 #define SECRET "hunter2-correct-horse"
@@ -1073,6 +1087,7 @@ int main(void)
 		T(test_planner_destroy_without_plan),
 		T(test_planner_replace_waits_for_dependent_delete),
 		T(test_planner_replace_chain_no_cycle),
+		T(test_planner_mask_text),
 		T(test_planner_unknown_when_created),
 		T(test_planner_reference_to_noop),
 		T(test_planner_reference_to_update),
