@@ -446,11 +446,6 @@ static int is_connection_failure(CURLcode rc)
 	}
 }
 
-static int interrupted(const mo_rt *rt)
-{
-	return rt->interrupted && *rt->interrupted;
-}
-
 static void on_transfer_done(CURL *easy, CURLcode rc, void *ud);
 
 /* Start (or restart) a transfer. */
@@ -463,7 +458,7 @@ static int start_attempt(mo_http_call *c)
 
 static void finish(mo_http_call *c, int add_rc);
 
-#define BACKOFF_SLICE_MS 250 /* how often a backoff looks at the interrupt flag */
+#define BACKOFF_SLICE_MS 250 /* a backoff wakes the loop at least this often */
 
 /* Arm the next slice of the backoff ending at c->retry_at. */
 static int arm_backoff(mo_http_call *c);
@@ -472,10 +467,6 @@ static void on_backoff_done(void *ud)
 {
 	mo_http_call *c = ud;
 	c->timer_armed = 0;
-	if (interrupted(c->rt)) {
-		finish(c, 0);
-		return;
-	}
 	if (mo_now_ms() < c->retry_at) {
 		if (arm_backoff(c) < 0)
 			finish(c, MO_ENOMEM);
@@ -527,7 +518,9 @@ static void on_transfer_done(CURL *easy, CURLcode rc, void *ud)
 		c->rc = CURLE_OUT_OF_MEMORY;
 	if (c->rc == CURLE_OK)
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &c->status);
-	if (!should_retry(c) || c->attempts > max_retries || interrupted(c->rt)) {
+	/* an interrupt starts nothing new, but an action in flight finishes:
+	 * its retries go on (a second Ctrl-C stops the process at once) */
+	if (!should_retry(c) || c->attempts > max_retries) {
 		finish(c, 0);
 		return;
 	}
