@@ -210,9 +210,12 @@ static int parse_tokens(mo_api_config *c, json_t *toks)
 			return bad(where, "role: want tenant, federator or operator");
 		}
 		mo_free(role);
-		for (size_t j = 0; j < i; j++)
+		for (size_t j = 0; j < i; j++) {
 			if (p->token && c->principals[j].token && !strcmp(p->token, c->principals[j].token))
 				return bad(where, "token: two entries have the same token");
+			if (p->cert_cn && c->principals[j].cert_cn && !strcmp(p->cert_cn, c->principals[j].cert_cn))
+				return bad(where, "clientCertCN: two entries have the same clientCertCN");
+		}
 	}
 	return 0;
 }

@@ -575,10 +575,16 @@ static const mo_api_principal *principal_for_token(const mo_api_config *c, const
 	return found;
 }
 
-/* The CN of a verified client certificate, or "" (into cn). */
-static void client_cert_cn(struct MHD_Connection *conn, char *cn, size_t n)
+/* Whether the peer of conn presented a client certificate that verifies
+ * against tls.clientCaFile (chain, validity dates, and an extendedKeyUsage
+ * that allows TLS client authentication, when the certificate has one: a
+ * server certificate of the same CA is not a client certificate).  1 with
+ * its subject CN in cn ("" when it has none or it does not fit); 0 when no
+ * certificate was presented, -1 when the one presented does not verify. */
+static int client_cert_verified(struct MHD_Connection *conn, char *cn, size_t n)
 {
 	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+	gnutls_typed_vdata_st purpose = { GNUTLS_DT_KEY_PURPOSE_OID, (unsigned char *)GNUTLS_KP_TLS_WWW_CLIENT, 0 };
 	gnutls_session_t s;
 	const gnutls_datum_t *certs;
 	unsigned int ncerts = 0, status = 1;
@@ -586,17 +592,20 @@ static void client_cert_cn(struct MHD_Connection *conn, char *cn, size_t n)
 	size_t sz = n;
 	cn[0] = '\0';
 	if (!ci || !ci->tls_session)
-		return;
+		return 0;
 	s = (gnutls_session_t)ci->tls_session;
-	if (gnutls_certificate_verify_peers2(s, &status) != GNUTLS_E_SUCCESS || status != 0)
-		return;
 	certs = gnutls_certificate_get_peers(s, &ncerts);
-	if (!certs || ncerts == 0 || gnutls_x509_crt_init(&crt) != GNUTLS_E_SUCCESS)
-		return;
-	if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == GNUTLS_E_SUCCESS &&
+	if (!certs || ncerts == 0)
+		return 0;
+	if (gnutls_certificate_verify_peers(s, &purpose, 1, &status) != GNUTLS_E_SUCCESS || status != 0)
+		return -1;
+	if (gnutls_x509_crt_init(&crt) != GNUTLS_E_SUCCESS)
+		return 1;
+	if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) != GNUTLS_E_SUCCESS ||
 	    gnutls_x509_crt_get_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, 0, cn, &sz) != GNUTLS_E_SUCCESS)
 		cn[0] = '\0';
 	gnutls_x509_crt_deinit(crt);
+	return 1;
 }
 
 /* 0 with q->who set, or -1 with a 401 / 403 in r. */
@@ -608,13 +617,15 @@ static int authenticate(mo_api *a, mo_api_req *q, mo_api_reply *r)
 	unsigned flags = q->route->flags;
 	if (c->tls_client_ca) {
 		char cn[256];
-		client_cert_cn(q->conn, cn, sizeof(cn));
-		if (cn[0]) {
-			for (size_t i = 0; i < c->nprincipals; i++)
+		int v = client_cert_verified(q->conn, cn, sizeof(cn));
+		if (v > 0) {
+			for (size_t i = 0; cn[0] && i < c->nprincipals; i++)
 				if (c->principals[i].cert_cn && !strcmp(c->principals[i].cert_cn, cn))
 					by_cert = &c->principals[i];
 		} else if (c->require_client_cert && !(flags & MO_R_PUBLIC)) {
-			mo_api_problem(r, 401, "a valid client certificate is required");
+			mo_api_problem(r, 401, v < 0 ? "the client certificate was refused: it is not issued by the "
+				       "configured client CA, is outside its validity period, or is not for client "
+				       "authentication" : "a client certificate is required");
 			return -1;
 		}
 	}
@@ -1008,6 +1019,77 @@ static int start_daemon(mo_api *a)
 	return 0;
 }
 
+/* In every "href" under v that starts with from + "/", replace from with
+ * to.  1 when one changed. */
+static int rebase_hrefs(json_t *v, const char *from, size_t fl, const char *to)
+{
+	const char *k;
+	json_t *e;
+	size_t i;
+	int changed = 0;
+	if (json_is_object(v)) {
+		json_object_foreach(v, k, e) {
+			const char *h = json_string_value(e);
+			if (h && !strcmp(k, "href") && !strncmp(h, from, fl) && h[fl] == '/') {
+				char *n = mo_sprintf("%s%s", to, h + fl);
+				if (n && json_string_set(e, n) == 0)
+					changed = 1;
+				mo_free(n);
+			} else {
+				changed |= rebase_hrefs(e, from, fl, to);
+			}
+		}
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, e)
+			changed |= rebase_hrefs(e, from, fl, to);
+	}
+	return changed;
+}
+
+/*
+ * The records keep their _links as absolute URLs made with the base of the
+ * server that wrote them.  When the base changed since the last start (TLS
+ * turned on or off, another port, another publicUrl), rewrite them to this
+ * server's base, so that resources and the notifications built from them
+ * name a URL that answers.  The base is remembered in the store's metadata.
+ */
+static int rebase_links(mo_api *a)
+{
+	char *old = NULL;
+	int rc = mo_api_store_meta_get(a->st, "base_url", &old);
+	if (rc < 0 && rc != MO_ENOTFOUND)
+		return rc;
+	rc = 0;
+	if (old && strcmp(old, a->base)) {
+		size_t fl = strlen(old);
+		mo_api_store_begin(a->st);
+		for (int k = 0; k < MO_K_COUNT && rc >= 0; k++) {
+			json_t *all = mo_api_store_all(a->st, k), *rec;
+			size_t i;
+			json_array_foreach(all, i, rec) {
+				json_t *n = json_deep_copy(rec);
+				const char *id = mo_api_jstr(mo_api_rec_doc(rec), "id");
+				if (!n || !id) {
+					json_decref(n);
+					continue;
+				}
+				if (!rebase_hrefs(n, old, fl, a->base)) {
+					json_decref(n);
+					continue;
+				}
+				if ((rc = mo_api_store_put(a->st, k, id, n)) < 0)
+					break;
+			}
+			json_decref(all);
+		}
+		rc = mo_api_store_end(a->st, rc >= 0);
+	}
+	if (rc >= 0 && (!old || strcmp(old, a->base)))
+		rc = mo_api_store_meta_set(a->st, "base_url", a->base);
+	mo_free(old);
+	return rc < 0 ? mo_error_prefix("rewriting the links of %s", a->base) : 0;
+}
+
 int mo_api_start(mo_api **out, const mo_api_config *cfg)
 {
 	mo_api *a = mo_calloc(1, sizeof(*a));
@@ -1043,7 +1125,7 @@ int mo_api_start(mo_api **out, const mo_api_config *cfg)
 		goto fail;
 	if ((rc = mo_api_store_open(&a->st, db)) < 0)
 		goto fail;
-	if ((rc = start_daemon(a)) < 0)
+	if ((rc = start_daemon(a)) < 0 || (rc = rebase_links(a)) < 0)
 		goto fail;
 	if ((rc = mo_api_jobs_start(a)) < 0 || (rc = mo_api_jobs_resume(a)) < 0 ||
 	    (rc = mo_api_notify_start(a)) < 0 || (rc = mo_api_fed_start(a)) < 0)

@@ -219,8 +219,11 @@ OP2=$(grep -i '^Location:' "$T/hdr" | sed 's|.*/app_lcm_op_occs/||' | tr -d '\r\
 wait_for "the OPERATE operation COMPLETES" 30 op_is "$OP2" COMPLETED
 check_eq "labcloud: the app has 0 replicas and state STOPPED" "0 STOPPED" \
 	"$(lab_items apps | jq -r '.[0] | "\(.replicas) \(.state)"')"
-wait_for "after 3 failures, every OPERATE notification arrives, in order" 60 \
+# a function, so wait_for evaluates the received notifications on every try
+op2_notified() {
 	test "$(received op | jq -r --arg o "$OP2" 'select(.appLcmOpOccId == $o) | .operationState' | tr '\n' ' ')" = "STARTING PROCESSING COMPLETED "
+}
+wait_for "after 3 failures, every OPERATE notification arrives, in order" 60 op2_notified
 call "$TO" GET /metrics
 check_true "/metrics counts failed notification attempts" grep -q '^mecorch_notification_failures_total [1-9]' "$T/body"
 
@@ -321,8 +324,11 @@ call "$TA" GET "/mecorch/v1/federation/systems"
 check_eq "discovery is for operators: 403" 403 "$S"
 call "$TO" PATCH /mecorch/v1/federation/system '{"systemName":"mecorch-it-2"}'
 check_eq "PATCH federation/system: 200" 200 "$S"
-wait_for "the federator sees the new name (PATCH system_info)" 30 test "$(curl -s -H 'Authorization: Bearer federator-secret' \
-	"$FED_URL/fed_enablement/v1/fed_resources/system_info/$SYSID" | jq -r .systemName)" = mecorch-it-2
+renamed() {
+	test "$(curl -s -H 'Authorization: Bearer federator-secret' \
+		"$FED_URL/fed_enablement/v1/fed_resources/system_info/$SYSID" | jq -r .systemName)" = mecorch-it-2
+}
+wait_for "the federator sees the new name (PATCH system_info)" 30 renamed
 call "$TA" GET /mecorch/v1/zones
 check_eq "zones lists both zones" "zone-paris zone-berlin" "$(body '[.[].zoneId] | join(" ")')"
 

@@ -103,7 +103,8 @@ call "" GET /app_lcm/v1/app_instances
 check_eq "without a token: 401 (Prism flags the request itself)" 401 "$S"
 
 say "federation and DevOps (operator)"
-wait_for "registered" 10 test "$(curl -s "$FED_URL/_stats" | jq .systems)" = 1
+registered() { test "$(curl -s "$FED_URL/_stats" | jq .systems)" = 1; }
+wait_for "registered" 30 registered
 pcall "$TO" GET /mecorch/v1/federation/system
 pcall "$TO" GET "/mecorch/v1/federation/systems?systemname=mecorch-it"
 pcall "$TO" GET "/mecorch/v1/federation/systems?systemname=nobody"
