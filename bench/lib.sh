@@ -75,6 +75,7 @@ labcloud_start() {
 		sleep 0.05
 	done
 	[ -s "$WORK/labcloud.port" ] || die "labcloud did not start: $(cat "$WORK/labcloud.log")"
+	# shellcheck disable=SC2034 # used by the scripts that source this file
 	LABCLOUD_URL="http://127.0.0.1:$(cat "$WORK/labcloud.port")"
 }
 
