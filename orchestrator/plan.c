@@ -99,6 +99,23 @@ static int type_matches(const char *type, const json_t *v)
 	return 0;
 }
 
+/* "a string", "an integer", "any value" */
+static const char *with_article(const char *type)
+{
+	static const struct {
+		const char *type, *phrase;
+	} phrases[] = {
+		{ "string", "a string" }, { "number", "a number" }, { "integer", "an integer" },
+		{ "boolean", "a boolean" }, { "bool", "a boolean" }, { "list", "a list" },
+		{ "map", "a map" }, { "object", "an object" }, { "any", "any value" },
+		{ "null", "null" },
+	};
+	for (size_t i = 0; i < MO_ARRAY_SIZE(phrases); i++)
+		if (!strcmp(phrases[i].type, type))
+			return phrases[i].phrase;
+	return type;
+}
+
 static const char *json_kind(const json_t *v)
 {
 	switch (json_typeof(v)) {
@@ -229,8 +246,8 @@ static int l_variable(lua_State *L)
 			if (mo_lj_to_json(L, -1, "default", &d->def) < 0)
 				return luaL_error(L, "variable '%s': %s", name, mo_error_last()->message);
 			if (!type_matches(d->type, d->def))
-				return luaL_error(L, "variable '%s': default is a %s, not a %s", name,
-						  json_kind(d->def), d->type);
+				return luaL_error(L, "variable '%s': default is %s, not %s", name,
+						  with_article(json_kind(d->def)), with_article(d->type));
 		}
 		lua_pop(L, 1);
 	}
@@ -268,7 +285,8 @@ static int l_variable(lua_State *L)
 	if (!type_matches(d->type, val)) {
 		const char *kind = json_kind(val);
 		json_decref(val);
-		return luaL_error(L, "variable '%s' must be a %s, got a %s", name, d->type, kind);
+		return luaL_error(L, "variable '%s' must be %s, got %s", name, with_article(d->type),
+				  with_article(kind));
 	}
 	json_object_set(p->var_values, name, val);
 	if (d->sensitive)
@@ -677,6 +695,8 @@ static int instance_load_code(mo_instance *in, mo_rt *rt, const mo_sandbox_limit
 		goto done;
 	if ((rc = module_validate(in, L)) < 0) {
 		lua_settop(L, 0);
+		if (in->where)
+			mo_error_prefix("%s (source %s)", in->where, in->source);
 		goto done;
 	}
 	in->modref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -987,9 +1007,10 @@ static int check_inputs(mo_plan *p, mo_instance *in)
 			return MO_EINVAL;
 		}
 		if (!type_matches(json_string_value(json_object_get(spec, "type")), v))
-			return mo_error_set(MO_EINVAL, "%s: module '%s' input '%s' must be a %s, got a %s",
+			return mo_error_set(MO_EINVAL, "%s: module '%s' input '%s' must be %s, got %s",
 					    in->where, in->name, k,
-					    json_string_value(json_object_get(spec, "type")), json_kind(v));
+					    with_article(json_string_value(json_object_get(spec, "type"))),
+					    with_article(json_kind(v)));
 		if (json_is_true(json_object_get(spec, "sensitive")))
 			add_secret(p, v);
 	}
@@ -999,8 +1020,8 @@ static int check_inputs(mo_plan *p, mo_instance *in)
 		if (json_object_get(spec, "default"))
 			json_object_set(in->inputs, k, json_object_get(spec, "default"));
 		else if (!json_is_true(json_object_get(spec, "optional")))
-			return mo_error_set(MO_EINVAL, "%s: module '%s' needs input '%s' (a %s)", in->where,
-					    in->name, k, json_string_value(json_object_get(spec, "type")));
+			return mo_error_set(MO_EINVAL, "%s: module '%s' needs input '%s' (%s)", in->where,
+					    in->name, k, with_article(json_string_value(json_object_get(spec, "type"))));
 	}
 	return 0;
 }

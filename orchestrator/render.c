@@ -320,6 +320,8 @@ int mo_render_digest(const mo_changeset *cs, char out[65])
 						     mo_action_name(c->action), "after", c->after, "id",
 						     c->have ? c->have->id : NULL));
 	}
+	/* the planned plan outputs are part of what a saved plan promises */
+	json_array_append(arr, cs->outputs ? cs->outputs : json_null());
 	s = json_dumps(arr, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(arr);
 	if (!s)

@@ -239,7 +239,7 @@ static void test_plan_variables_bad_values(void **ts)
 	assert_contains(m, "vars.lua:7");
 	assert_contains(m, "variable 'm' must be a map, got a list");
 	m = load_fails(f, "vars.lua", "{\"i\": 2.5, \"req\": \"r\"}", MO_EINVAL);
-	assert_contains(m, "variable 'i' must be a integer");
+	assert_contains(m, "variable 'i' must be an integer");
 	m = load_fails(f, "badvar_default.lua", NULL, MO_EINVAL);
 	assert_contains(m, "badvar_default.lua:2");
 	assert_contains(m, "variable 'n'");
