@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "api.h"
+#include "exec.h"
 #include "common.h"
 
 /* ---- store (store.c) ------------------------------------------------------ */
@@ -54,6 +55,12 @@ int mo_api_store_del(mo_api_store *st, int kind, const char *id);
 int mo_api_store_outbox_add(mo_api_store *st, const char *sub_id, const char *uri, json_t *body);
 /* Inside begin/end: append an event of a run (owner: op or deployment id). */
 int mo_api_store_event_add(mo_api_store *st, const char *owner, json_t *ev);
+/* Record an engine progress event / a module log line of the run owned by
+ * owner (as mo_run's on_event / log callbacks do); "start" events and
+ * debug logs are not kept. */
+void mo_api_store_run_event(mo_api_store *st, const char *owner, const mo_event *ev);
+void mo_api_store_run_log(mo_api_store *st, const char *owner, const char *who, const char *level,
+			  const char *msg);
 
 /* Own locking. */
 int mo_api_store_meta_get(mo_api_store *st, const char *key, char **out);

@@ -249,26 +249,13 @@ typedef struct {
 static void on_event(void *ud, const mo_event *ev)
 {
 	dep_ctx *c = ud;
-	json_t *j;
-	if (!strcmp(ev->type, "start"))
-		return;
-	j = json_pack("{s:s,s:s*,s:s*,s:s*,s:I,s:I,s:I,s:o}", "type", ev->type, "address", ev->address, "action",
-		      ev->action, "message", ev->message, "elapsedMs", (json_int_t)ev->elapsed_ms, "done",
-		      (json_int_t)ev->done, "total", (json_int_t)ev->total, "timeStamp", mo_api_timestamp());
-	mo_api_store_event_add(c->a->st, c->id, j);
-	json_decref(j);
+	mo_api_store_run_event(c->a->st, c->id, ev);
 }
 
 static void on_log(void *ud, const char *who, const char *level, const char *msg)
 {
 	dep_ctx *c = ud;
-	json_t *j;
-	if (!strcmp(level, "debug"))
-		return;
-	j = json_pack("{s:s,s:s,s:s,s:s,s:o}", "type", "log", "who", who, "level", level, "message", msg,
-		      "timeStamp", mo_api_timestamp());
-	mo_api_store_event_add(c->a->st, c->id, j);
-	json_decref(j);
+	mo_api_store_run_log(c->a->st, c->id, who, level, msg);
 }
 
 static int on_planned(void *ud, mo_state *st, mo_changeset *cs, mo_resource **records, size_t n)

@@ -585,3 +585,28 @@ const char *mo_api_jstr(const json_t *obj, const char *key)
 {
 	return json_string_value(json_object_get(obj, key));
 }
+
+void mo_api_store_run_event(mo_api_store *st, const char *owner, const mo_event *ev)
+{
+	json_t *j;
+	if (!strcmp(ev->type, "start"))
+		return;
+	j = json_pack("{s:s,s:s*,s:s*,s:s*,s:I,s:I,s:I,s:o}", "type", ev->type, "address", ev->address,
+		      "action", ev->action, "message", ev->message, "elapsedMs",
+		      (json_int_t)ev->elapsed_ms, "done", (json_int_t)ev->done, "total",
+		      (json_int_t)ev->total, "timeStamp", mo_api_timestamp());
+	mo_api_store_event_add(st, owner, j);
+	json_decref(j);
+}
+
+void mo_api_store_run_log(mo_api_store *st, const char *owner, const char *who, const char *level,
+			  const char *msg)
+{
+	json_t *j;
+	if (!strcmp(level, "debug"))
+		return;
+	j = json_pack("{s:s,s:s,s:s,s:s,s:o}", "type", "log", "who", who, "level", level, "message", msg,
+		      "timeStamp", mo_api_timestamp());
+	mo_api_store_event_add(st, owner, j);
+	json_decref(j);
+}
