@@ -1155,7 +1155,8 @@ static int order_instances(mo_plan *p)
 	}
 	for (size_t i = 0; i < p->ninsts; i++)
 		sorted[i] = p->insts[order[i]];
-	memcpy(p->insts, sorted, p->ninsts * sizeof(*sorted));
+	if (p->ninsts) /* a plan without modules has no array */
+		memcpy(p->insts, sorted, p->ninsts * sizeof(*sorted));
 done:
 	mo_free(order);
 	mo_free(sorted);
