@@ -38,8 +38,6 @@ typedef struct {
 	int (*open)(lua_State *L);    /* pushes the driver's value; stack +1 */
 } mo_driver;
 
-#include <stddef.h>
-const mo_driver *mo_drivers(size_t *n);
 /* Open every driver into L's registry. Stack: 0. */
 void mo_drivers_open(lua_State *L);
 /* Set every driver as a field of the table on top of L. Stack: 0. */

@@ -21,12 +21,6 @@ static const mo_driver drivers[] = {
 	{ "time", mo_open_time },   /* drivers/time.c: now, http_date, iso8601 */
 };
 
-const mo_driver *mo_drivers(size_t *n)
-{
-	*n = MO_ARRAY_SIZE(drivers);
-	return drivers;
-}
-
 /* Open every driver into the registry of L ("mecorch.drv.<field>"). */
 void mo_drivers_open(lua_State *L)
 {

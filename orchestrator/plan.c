@@ -187,16 +187,6 @@ static void add_secret(mo_plan *p, const json_t *v)
 		json_array_foreach(v, i, x) add_secret(p, x);
 }
 
-int mo_plan_is_secret(const mo_plan *p, const char *s)
-{
-	size_t i;
-	json_t *x;
-	json_array_foreach(p->secrets, i, x)
-		if (strstr(s, json_string_value(x)))
-			return 1;
-	return 0;
-}
-
 /* variable(name, spec) -> value.  Stack: 2 args -> 1 result. */
 static int l_variable(lua_State *L)
 {

@@ -136,7 +136,5 @@ mo_desired *mo_plan_find(const mo_plan *p, const char *address);
 /* Split "module.<inst>.<type>.<name>"; pieces are the caller's. */
 int mo_address_parse(const char *address, char **inst, char **type, char **name);
 
-/* 1 when the string contains any sensitive value of the plan. */
-int mo_plan_is_secret(const mo_plan *p, const char *s);
 
 #endif

@@ -24,6 +24,7 @@
 #include "jdiff.h"
 #include "lj.h"
 #include "plan.h"
+#include "planner.h"
 
 #define FIXTURES MO_SOURCE_DIR "/tests/unit/fixtures"
 
@@ -85,6 +86,16 @@ static void assert_contains(const char *s, const char *part)
 
 /* Load plans/<name> with vars (JSON text or NULL); returns the code and
  * leaves the plan in f->p on success. */
+/* 1 when the text quotes one of the plan's sensitive values: the masking
+ * of errors and logs (mo_mask_text) replaces it. */
+static int is_secret(const mo_plan *p, const char *text)
+{
+	char *m = mo_mask_text(p->secrets, text);
+	int yes = m && strcmp(m, text) != 0;
+	mo_free(m);
+	return yes;
+}
+
 static int try_load(fixture *f, const char *name, const char *vars)
 {
 	mo_plan_opts po;
@@ -361,9 +372,9 @@ static void test_plan_outputs(void **ts)
 	load(f, "secrets.lua", "{\"password\": \"pa55word-x\"}");
 	assert_json(json_object_get(json_object_get(f->p->outputs, "dsn"), "sensitive"), "true");
 	assert_json(json_object_get(json_object_get(f->p->outputs, "plain"), "sensitive"), "false");
-	assert_true(mo_plan_is_secret(f->p, "pa55word-x"));
-	assert_true(mo_plan_is_secret(f->p, "postgres://app:pa55word-x@db"));
-	assert_false(mo_plan_is_secret(f->p, "visible"));
+	assert_true(is_secret(f->p, "pa55word-x"));
+	assert_true(is_secret(f->p, "postgres://app:pa55word-x@db"));
+	assert_false(is_secret(f->p, "visible"));
 	assert_true(var(f, "password")->sensitive);
 }
 
