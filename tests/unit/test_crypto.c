@@ -345,14 +345,20 @@ static void test_crypto_time_now(void **state)
 {
 	mo_sandbox *sb = *state;
 	char *got = NULL;
-	time_t before = time(NULL), after;
-	double t;
+	struct timespec ts;
+	double before, after, t;
 
+	/* Compare against the same clock now() reads.  time(2) reads the coarse
+	 * clock, which lags CLOCK_REALTIME by up to a tick, and the printed value
+	 * is rounded to milliseconds: allow one millisecond either side. */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	before = (double)ts.tv_sec + ts.tv_nsec / 1e9;
 	assert_int_equal(run(sb, "return string.format('%.3f', ctx.time.now())", &got), 0);
-	after = time(NULL);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	after = (double)ts.tv_sec + ts.tv_nsec / 1e9;
 	t = strtod(got, NULL);
-	assert_true(t >= (double)before && t < (double)after + 1.0);
 	mo_free(got);
+	assert_true(t >= before - 0.001 && t <= after + 0.001);
 	/* now is the default t, and it is a float with a fraction */
 	check_value(sb, "return math.type(ctx.time.now())", "float");
 	check_value(sb,
