@@ -154,6 +154,8 @@ void mo_api_problem(mo_api_reply *r, int status, const char *fmt, ...)
 void mo_api_reply_json(mo_api_reply *r, int status, json_t *doc_stolen);
 /* A query argument of the request, or NULL. */
 const char *mo_api_query(mo_api_req *q, const char *name);
+/* As mo_api_query, but "" for an argument given without a value (?all_fields). */
+const char *mo_api_query_flag(mo_api_req *q, const char *name);
 const char *mo_api_header(mo_api_req *q, const char *name);
 
 /* Field checks: 0, or -1 with a 400 problem in r. */
@@ -162,6 +164,39 @@ int mo_api_want_obj(mo_api_reply *r, json_t *obj, const char *key, int required,
 int mo_api_want_arr(mo_api_reply *r, json_t *obj, const char *key, int required, json_t **out);
 int mo_api_want_enum(mo_api_reply *r, json_t *obj, const char *key, int required,
 		     const char *const *values, const char **out);
+
+/* ---- ETSI query parameters of collection GETs (query.c) ---------------------- */
+
+/* A resource type as the filter and the attribute selectors see it. */
+typedef struct {
+	const char *type;                        /* "AppInstanceInfo", for errors */
+	const char *const *attributes;           /* its top-level attributes */
+	const char *const *required;             /* paths that cannot be excluded */
+	const char *const *excluded_default;     /* paths exclude_default removes */
+} mo_api_shape;
+
+/* The raw parameters: NULL when absent, "" when given without a value. */
+typedef struct {
+	const char *filter, *all_fields, *fields, *exclude_fields, *exclude_default;
+} mo_api_query_args;
+
+typedef struct mo_api_view mo_api_view;
+
+/* Parse the parameters for shape: 0, or MO_EINVAL with the reason in
+ * mo_error_last() (naming the parameter, operator or attribute). */
+int mo_api_view_parse(mo_api_view **out, const mo_api_shape *shape, const mo_api_query_args *args);
+void mo_api_view_free(mo_api_view *v);
+/* doc passes every filter expression. */
+int mo_api_view_match(const mo_api_view *v, const json_t *doc);
+/* A new copy of doc without the excluded attributes. */
+json_t *mo_api_view_project(const mo_api_view *v, const json_t *doc);
+/* Parse the request's parameters; on a bad one set a 400 problem in r. */
+int mo_api_view_from_request(mo_api_view **out, const mo_api_shape *shape, mo_api_req *q, mo_api_reply *r);
+/* Reply 200 with the documents of docs (stolen) that pass the request's
+ * filter, projected by its selectors (or 400). */
+void mo_api_reply_list(mo_api_req *q, mo_api_reply *r, const mo_api_shape *shape, json_t *docs);
+
+extern const mo_api_shape mo_api_shape_pkg, mo_api_shape_inst, mo_api_shape_op;
 
 /* Visible to the caller: operators see everything, others their tenant's. */
 int mo_api_visible(const mo_api_req *q, const json_t *rec);

@@ -269,6 +269,25 @@ void mo_api_h_inst_create(mo_api *a, mo_api_req *q, mo_api_reply *r)
 	json_decref(rec);
 }
 
+/* AppInstanceInfo and AppLcmOpOcc for filter and selectors, with the default
+ * exclusions MEC 010-2 v3.1.1 names (the op occurrence's _links is required
+ * by its schema, so of "operationParams; _links" only the first goes). */
+static const char *const inst_attributes[] = { "id", "appInstanceName", "appInstanceDescription", "appDId",
+	"appProvider", "appName", "appSoftVersion", "appDVersion", "appPkgId", "vimConnectionInfo", "nsInstanceId",
+	"vnfInstanceId", "instantiationState", "instantiatedAppState", "communicationInterface", "_links", NULL };
+static const char *const inst_required[] = { "id", "appDId", "appProvider", "appName", "appSoftVersion",
+	"appDVersion", "appPkgId", "instantiationState", "_links/self", NULL };
+static const char *const inst_excluded[] = { "vimConnectionInfo", "_links/instantiate", "_links/terminate",
+	"_links/operate", NULL };
+const mo_api_shape mo_api_shape_inst = { "AppInstanceInfo", inst_attributes, inst_required, inst_excluded };
+
+static const char *const op_attributes[] = { "id", "operationState", "stateEnteredTime", "startTime",
+	"lcmOperation", "operationParams", "isCancelPending", "cancelMode", "error", "_links", NULL };
+static const char *const op_required[] = { "id", "operationState", "stateEnteredTime", "startTime",
+	"lcmOperation", "_links/self", "_links/appInstance", NULL };
+static const char *const op_excluded[] = { "operationParams", NULL };
+const mo_api_shape mo_api_shape_op = { "AppLcmOpOcc", op_attributes, op_required, op_excluded };
+
 void mo_api_h_inst_list(mo_api *a, mo_api_req *q, mo_api_reply *r)
 {
 	json_t *all = mo_api_store_all(a->st, MO_K_INST), *out = json_array(), *rec;
@@ -277,7 +296,7 @@ void mo_api_h_inst_list(mo_api *a, mo_api_req *q, mo_api_reply *r)
 		if (mo_api_visible(q, rec))
 			json_array_append(out, mo_api_rec_doc(rec));
 	json_decref(all);
-	mo_api_reply_json(r, 200, out);
+	mo_api_reply_list(q, r, &mo_api_shape_inst, out);
 }
 
 void mo_api_h_inst_get(mo_api *a, mo_api_req *q, mo_api_reply *r)
@@ -534,7 +553,7 @@ void mo_api_h_op_list(mo_api *a, mo_api_req *q, mo_api_reply *r)
 		if (mo_api_visible(q, rec) && (!inst || !strcmp(inst, mo_api_jstr(mo_api_rec_int(rec), "instance"))))
 			json_array_append(out, mo_api_rec_doc(rec));
 	json_decref(all);
-	mo_api_reply_json(r, 200, out);
+	mo_api_reply_list(q, r, &mo_api_shape_op, out);
 }
 
 void mo_api_h_op_get(mo_api *a, mo_api_req *q, mo_api_reply *r)

@@ -192,6 +192,19 @@ void mo_api_h_pkg_create(mo_api *a, mo_api_req *q, mo_api_reply *r)
 	json_decref(rec);
 }
 
+/* AppPkgInfo for filter and selectors.  MEC 010-2 leaves the default
+ * exclusions of AppPkgInfo unnamed; these are its optional complex
+ * attributes (softwareImages is required by the schema, so it stays). */
+static const char *const pkg_attributes[] = { "id", "appPkgName", "appPkgVersion", "appDId", "appProvider",
+	"appName", "appSoftwareVersion", "appDVersion", "checksum", "softwareImages", "additionalArtifacts",
+	"onboardingState", "onboardingFailureDetails", "operationalState", "usageState", "userDefinedData",
+	"_links", NULL };
+static const char *const pkg_required[] = { "id", "appDId", "appName", "appSoftwareVersion", "appDVersion",
+	"checksum", "softwareImages", "onboardingState", "operationalState", "usageState", "_links/self",
+	"_links/appD", "_links/appPkgContent", NULL };
+static const char *const pkg_excluded[] = { "additionalArtifacts", "userDefinedData", NULL };
+const mo_api_shape mo_api_shape_pkg = { "AppPkgInfo", pkg_attributes, pkg_required, pkg_excluded };
+
 void mo_api_h_pkg_list(mo_api *a, mo_api_req *q, mo_api_reply *r)
 {
 	json_t *all = mo_api_store_all(a->st, MO_K_PKG), *out = json_array(), *rec;
@@ -200,7 +213,7 @@ void mo_api_h_pkg_list(mo_api *a, mo_api_req *q, mo_api_reply *r)
 		if (mo_api_visible(q, rec))
 			json_array_append(out, mo_api_rec_doc(rec));
 	json_decref(all);
-	mo_api_reply_json(r, 200, out);
+	mo_api_reply_list(q, r, &mo_api_shape_pkg, out);
 }
 
 void mo_api_h_pkg_get(mo_api *a, mo_api_req *q, mo_api_reply *r)

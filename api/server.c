@@ -265,6 +265,16 @@ const char *mo_api_query(mo_api_req *q, const char *name)
 	return MHD_lookup_connection_value(q->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
+const char *mo_api_query_flag(mo_api_req *q, const char *name)
+{
+	const char *value = NULL;
+	size_t len = 0;
+
+	if (MHD_lookup_connection_value_n(q->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name), &value, &len) != MHD_YES)
+		return NULL;
+	return value ? value : "";
+}
+
 const char *mo_api_header(mo_api_req *q, const char *name)
 {
 	return MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND, name);

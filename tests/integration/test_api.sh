@@ -145,6 +145,42 @@ wait_for "AppLcmOpOccNotification STARTING, PROCESSING, COMPLETED delivered in o
 wait_for "AppInstNotification STARTED delivered" 30 \
 	test "$(received inst | jq -r --arg i "$I1" 'select(.appInstanceId == $i) | .appInstanceState')" = STARTED
 
+say "ETSI attribute filter and selectors on the collections"
+call "$TA" GET "/app_lcm/v1/app_instances?filter=(eq,instantiationState,INSTANTIATED)"
+check_eq "filter (eq,instantiationState,INSTANTIATED): 200, the instance" "200 $I1" "$S $(body '[.[].id] | join(",")')"
+call "$TA" GET "/app_lcm/v1/app_instances?filter=(eq,instantiatedAppState/mecHostInfo/hostId/zoneId,zone-berlin);(eq,appName,$(body '.[0].appName'))"
+check_eq "filter on a nested path and the app name: the instance" "200 $I1" "$S $(body '[.[].id] | join(",")')"
+call "$TA" GET "/app_lcm/v1/app_instances?filter=(in,instantiationState,NOT_INSTANTIATED)"
+check_eq "filter matching nothing: 200 and []" "200 0" "$S $(body length)"
+call "$TA" GET /app_lcm/v1/app_instances
+check_eq "no selector is exclude_default: _links.self kept, _links.terminate dropped" "true false" \
+	"$(body '.[0]._links | "\(has("self")) \(has("terminate"))"')"
+call "$TA" GET "/app_lcm/v1/app_instances?all_fields"
+check_eq "all_fields: _links.terminate present" "true" "$(body '.[0]._links | has("terminate")')"
+call "$TA" GET "/app_lcm/v1/app_instances?filter=(eq,appNmae,x)" "" -D "$T/hdr"
+check_eq "a filter naming an unknown attribute: 400 problem naming it" "400 true" \
+	"$S $(body '.detail | contains("appNmae")')"
+check_true "... as application/problem+json" grep -qi '^Content-Type: application/problem+json' "$T/hdr"
+call "$TA" GET "/app_lcm/v1/app_instances?exclude_fields=appName"
+check_eq "excluding a required attribute: 400" 400 "$S"
+call "$TA" GET "/app_lcm/v1/app_instances?all_fields&exclude_default"
+check_eq "all_fields with exclude_default: 400" 400 "$S"
+call "$TA" GET "/app_lcm/v1/app_lcm_op_occs?filter=(eq,lcmOperation,INSTANTIATE)"
+check_eq "op occurrences filtered by lcmOperation, operationParams excluded by default" "200 $OP1 false" \
+	"$S $(body '[.[].id] | join(",")') $(body '.[0] | has("operationParams")')"
+call "$TA" GET "/app_lcm/v1/app_lcm_op_occs?fields=operationParams&filter=(eq,operationState,COMPLETED)"
+check_eq "fields=operationParams brings it back" "200 zone-berlin" \
+	"$S $(body '.[0].operationParams.selectedMECHostInfo[0].hostId')"
+call "$TA" GET "/app_pkgm/v1/app_packages?filter=(eq,appDId,edge-echo-1.0.0)"
+check_eq "packages by appDId; userDefinedData excluded by default" "200 $PKG false" \
+	"$S $(body '[.[].id] | join(",")') $(body '.[0] | has("userDefinedData")')"
+call "$TA" GET "/app_pkgm/v1/app_packages?fields=userDefinedData&filter=(cont,userDefinedData/team,dg)"
+check_eq "fields=userDefinedData, filtered on a substring of it" "200 edge" "$S $(body '.[0].userDefinedData.team')"
+call "$TB" GET "/app_pkgm/v1/app_packages?filter=(eq,userDefinedData/team,edge)"
+check_eq "the same filter as tenant b does not reach tenant a's package" "200 0" "$S $(body length)"
+call "$TO" GET "/app_pkgm/v1/app_packages?filter=(eq,userDefinedData/team,edge)"
+check_eq "... but the operator's does" "200 $PKG" "$S $(body '[.[].id] | join(",")')"
+
 say "bad requests"
 call "$TA" POST /app_lcm/v1/app_instances '{"appDId":'
 check_eq "malformed JSON: 400" 400 "$S"

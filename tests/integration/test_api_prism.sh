@@ -88,6 +88,11 @@ OP=$(curl -s -H "Authorization: Bearer $TA" "$SERVER/app_lcm/v1/app_lcm_op_occs"
 wait_for "instantiated" 30 op_is "$OP" COMPLETED
 pcall "$TA" GET "/app_lcm/v1/app_instances/$I"
 pcall "$TA" GET /app_lcm/v1/app_lcm_op_occs
+pcall "$TA" GET "/app_lcm/v1/app_lcm_op_occs?filter=(eq,lcmOperation,INSTANTIATE)&fields=operationParams"
+pcall "$TA" GET "/app_lcm/v1/app_instances?filter=(eq,instantiatedAppState/operationalState,STARTED)&all_fields"
+pcall "$TA" GET "/app_lcm/v1/app_instances?exclude_fields=appInstanceName,_links/terminate"
+pcall "$TA" GET "/app_pkgm/v1/app_packages?exclude_default"
+pcall "$TA" GET "/app_lcm/v1/app_instances?filter=(eq,nosuch,x)"
 pcall "$TA" GET "/app_lcm/v1/app_lcm_op_occs/$OP"
 pcall "$TA" POST "/app_lcm/v1/app_lcm_op_occs/$OP/retry"
 pcall "$TA" POST "/app_lcm/v1/app_instances/$I/instantiate" '{}'

@@ -323,6 +323,235 @@ static void test_api_server_routes(void **state)
 	mo_api_rmtree(dir);
 }
 
+/* ---- ETSI filter and attribute selectors (query.c) ---- */
+
+static json_t *sample_instances(void)
+{
+	return json_loads(
+		"[{\"id\":\"i1\",\"appName\":\"loc\",\"appDId\":\"d1\",\"appProvider\":\"acme\","
+		"\"instantiationState\":\"INSTANTIATED\",\"instantiatedAppState\":{\"operationalState\":\"STARTED\"},"
+		"\"vimConnectionInfo\":[{\"id\":\"v1\",\"vimType\":\"lab\"}],"
+		"\"_links\":{\"self\":{\"href\":\"/i1\"},\"terminate\":{\"href\":\"/i1/t\"}}},"
+		" {\"id\":\"i2\",\"appName\":\"it's,odd)\",\"appDId\":\"d2\",\"appProvider\":\"acme\","
+		"\"instantiationState\":\"NOT_INSTANTIATED\","
+		"\"_links\":{\"self\":{\"href\":\"/i2\"},\"instantiate\":{\"href\":\"/i2/i\"}}},"
+		" {\"id\":\"i3\",\"appName\":\"cam\",\"appDId\":\"d3\",\"appProvider\":\"other\","
+		"\"instantiationState\":\"INSTANTIATED\",\"instantiatedAppState\":{\"operationalState\":\"STOPPED\"},"
+		"\"appInstanceDescription\":\"camera feed\",\"vimConnectionInfo\":[{\"id\":\"v2\",\"vimType\":\"k8s\"},"
+		"{\"id\":\"v3\",\"vimType\":\"lab\"}],\"_links\":{\"self\":{\"href\":\"/i3\"}}}]",
+		0, NULL);
+}
+
+/* The ids of the sample instances that pass filter f, joined by ','; NULL
+ * when the filter does not parse. */
+static char *filtered(const char *f)
+{
+	mo_api_query_args args = { .filter = f };
+	mo_api_view *v;
+	json_t *all = sample_instances(), *doc;
+	mo_buf b = MO_BUF_INIT;
+	size_t i;
+
+	assert_non_null(all);
+	if (mo_api_view_parse(&v, &mo_api_shape_inst, &args) < 0) {
+		json_decref(all);
+		return NULL;
+	}
+	mo_buf_puts(&b, "");
+	json_array_foreach(all, i, doc)
+		if (mo_api_view_match(v, doc))
+			mo_buf_printf(&b, "%s%s", b.len ? "," : "", json_string_value(json_object_get(doc, "id")));
+	mo_api_view_free(v);
+	json_decref(all);
+	return b.ptr;
+}
+
+static void check_filter(const char *f, const char *want)
+{
+	char *got = filtered(f);
+	if (!got)
+		fail_msg("filter %s: %s", f, mo_error_last()->message);
+	if (strcmp(got, want))
+		fail_msg("filter %s: got '%s', want '%s'", f, got, want);
+	mo_free(got);
+}
+
+static void check_filter_bad(const char *f, const char *msg)
+{
+	char *got = filtered(f);
+	if (got)
+		fail_msg("filter %s: accepted (matched '%s')", f, got);
+	if (!strstr(mo_error_last()->message, msg))
+		fail_msg("filter %s: error '%s' lacks '%s'", f, mo_error_last()->message, msg);
+}
+
+static void test_api_filter(void **state)
+{
+	(void)state;
+	check_filter("(eq,appName,loc)", "i1");
+	check_filter("(neq,appName,loc)", "i2,i3");
+	check_filter("(eq,instantiatedAppState/operationalState,STARTED)", "i1");
+	/* absent attribute: positive fails, negative holds */
+	check_filter("(neq,instantiatedAppState/operationalState,STARTED)", "i2,i3");
+	check_filter("(in,appDId,d1,d3,nope)", "i1,i3");
+	check_filter("(nin,appDId,d1,d3)", "i2");
+	/* a path through an array looks at every element */
+	check_filter("(eq,vimConnectionInfo/vimType,lab)", "i1,i3");
+	check_filter("(eq,vimConnectionInfo/vimType,k8s)", "i3");
+	check_filter("(neq,vimConnectionInfo/vimType,k8s)", "i1,i2");
+	check_filter("(cont,appInstanceDescription,camera)", "i3");
+	check_filter("(ncont,appName,c)", "i2");
+	check_filter("(ncont,appName,c,x,t)", "");
+	check_filter("(gt,id,i1)", "i2,i3");
+	check_filter("(lte,id,i2)", "i1,i2");
+	/* expressions joined by ';' must all hold */
+	check_filter("(eq,appProvider,acme);(eq,instantiationState,INSTANTIATED)", "i1");
+	check_filter("(eq,appProvider,acme);(eq,appProvider,other)", "");
+	/* a quoted value may hold , ) and a doubled quote */
+	check_filter("(eq,appName,'it''s,odd)')", "i2");
+	check_filter("(eq,_links/instantiate/href,/i2/i)", "i2");
+
+	check_filter_bad("(eq,appNmae,loc)", "AppInstanceInfo has no attribute 'appNmae'");
+	check_filter_bad("(like,appName,loc)", "unknown operator 'like'");
+	check_filter_bad("(eq,appName,a,b)", "'eq' takes exactly one value");
+	check_filter_bad("(in,appName)", "'in' takes one or more values");
+	check_filter_bad("(eq,appName,loc", "missing ')'");
+	check_filter_bad("eq,appName,loc", "expected '('");
+	check_filter_bad("(eq,appName,loc)(eq,id,i1)", "expected ';'");
+	check_filter_bad("(eq,appName,'loc)", "unterminated quoted value");
+	check_filter_bad("(eq,appName,it's)", "must be quoted");
+	check_filter_bad("(eq,_links//self,x)", "empty name");
+	check_filter_bad("", "filter: empty");
+}
+
+static void test_api_filter_numbers(void **state)
+{
+	static const char *const attrs[] = { "n", "flag", "s", NULL };
+	static const mo_api_shape shape = { "T", attrs, NULL, NULL };
+	mo_api_query_args args = { 0 };
+	mo_api_view *v;
+	json_t *doc = json_pack("{s:i,s:b,s:s}", "n", 10, "flag", 1, "s", "9");
+
+	/* numbers compare as numbers (10 > 9), strings bytewise ("9" > "10") */
+	args.filter = "(gt,n,9)";
+	assert_int_equal(mo_api_view_parse(&v, &shape, &args), 0);
+	assert_true(mo_api_view_match(v, doc));
+	mo_api_view_free(v);
+	args.filter = "(gt,s,10)";
+	assert_int_equal(mo_api_view_parse(&v, &shape, &args), 0);
+	assert_true(mo_api_view_match(v, doc));
+	mo_api_view_free(v);
+	args.filter = "(lt,n,9.5)";
+	assert_int_equal(mo_api_view_parse(&v, &shape, &args), 0);
+	assert_false(mo_api_view_match(v, doc));
+	mo_api_view_free(v);
+	args.filter = "(eq,n,ten)"; /* not a number: equals no number */
+	assert_int_equal(mo_api_view_parse(&v, &shape, &args), 0);
+	assert_false(mo_api_view_match(v, doc));
+	mo_api_view_free(v);
+	args.filter = "(eq,flag,true)";
+	assert_int_equal(mo_api_view_parse(&v, &shape, &args), 0);
+	assert_true(mo_api_view_match(v, doc));
+	mo_api_view_free(v);
+	json_decref(doc);
+}
+
+/* The instance doc of id projected by the selectors, as compact JSON keys. */
+static char *projected(const char *id, mo_api_query_args args)
+{
+	mo_api_view *v;
+	json_t *all = sample_instances(), *doc, *out;
+	char *s = NULL;
+	size_t i;
+
+	if (mo_api_view_parse(&v, &mo_api_shape_inst, &args) < 0) {
+		json_decref(all);
+		return NULL;
+	}
+	json_array_foreach(all, i, doc)
+		if (!strcmp(json_string_value(json_object_get(doc, "id")), id)) {
+			out = mo_api_view_project(v, doc);
+			s = json_dumps(out, JSON_SORT_KEYS | JSON_COMPACT);
+			json_decref(out);
+		}
+	mo_api_view_free(v);
+	json_decref(all);
+	return s;
+}
+
+static void test_api_selectors(void **state)
+{
+	mo_api_query_args a = { 0 };
+	char *s;
+
+	(void)state;
+	/* no selector: exclude_default, which drops vimConnectionInfo and the
+	 * task links but keeps _links.self */
+	s = projected("i1", a);
+	assert_non_null(s);
+	assert_null(strstr(s, "vimConnectionInfo"));
+	assert_null(strstr(s, "terminate"));
+	assert_non_null(strstr(s, "\"_links\":{\"self\":{\"href\":\"/i1\"}}"));
+	assert_non_null(strstr(s, "\"operationalState\":\"STARTED\""));
+	free(s);
+	a.exclude_default = "";
+	s = projected("i1", a);
+	assert_null(strstr(s, "vimConnectionInfo"));
+	free(s);
+	/* fields brings named complex attributes back */
+	a.fields = "vimConnectionInfo";
+	s = projected("i1", a);
+	assert_non_null(strstr(s, "\"vimConnectionInfo\":[{\"id\":\"v1\""));
+	assert_null(strstr(s, "terminate"));
+	free(s);
+	a.exclude_default = NULL;
+	a.fields = "_links";
+	s = projected("i1", a);
+	assert_non_null(strstr(s, "\"terminate\":{\"href\":\"/i1/t\"}"));
+	assert_null(strstr(s, "vimConnectionInfo"));
+	free(s);
+	a.fields = NULL;
+	/* all_fields: the whole document */
+	a.all_fields = "";
+	s = projected("i3", a);
+	assert_non_null(strstr(s, "\"vimType\":\"k8s\""));
+	free(s);
+	a.all_fields = NULL;
+	/* exclude_fields: exactly those, inside arrays too */
+	a.exclude_fields = "vimConnectionInfo/vimType,appInstanceDescription";
+	s = projected("i3", a);
+	assert_non_null(strstr(s, "\"vimConnectionInfo\":[{\"id\":\"v2\"},{\"id\":\"v3\"}]"));
+	assert_null(strstr(s, "camera"));
+	assert_non_null(strstr(s, "instantiatedAppState"));
+	free(s);
+
+	/* refused: required attributes, unknown ones, bad combinations */
+	a.exclude_fields = "appName";
+	assert_null(projected("i1", a));
+	assert_non_null(strstr(mo_error_last()->message, "AppInstanceInfo requires 'appName'"));
+	a.exclude_fields = "_links";
+	assert_null(projected("i1", a));
+	assert_non_null(strstr(mo_error_last()->message, "requires '_links/self'"));
+	a.exclude_fields = "bogus";
+	assert_null(projected("i1", a));
+	assert_non_null(strstr(mo_error_last()->message, "exclude_fields: AppInstanceInfo has no attribute 'bogus'"));
+	a.exclude_fields = "";
+	assert_null(projected("i1", a));
+	assert_non_null(strstr(mo_error_last()->message, "one or more attribute names"));
+	a.exclude_fields = "appInstanceDescription";
+	a.all_fields = "";
+	assert_null(projected("i1", a));
+	assert_non_null(strstr(mo_error_last()->message, "all_fields cannot be combined"));
+	a.all_fields = NULL;
+	a.exclude_default = "";
+	assert_null(projected("i1", a));
+	assert_non_null(strstr(mo_error_last()->message, "exclude_fields cannot be combined"));
+	a.exclude_fields = NULL;
+	a.exclude_default = "yes";
+	assert_null(projected("i1", a));
+	assert_non_null(strstr(mo_error_last()->message, "exclude_default takes no value"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -334,6 +563,9 @@ int main(void)
 		cmocka_unit_test(test_api_tree_digest),
 		cmocka_unit_test(test_api_openapi_embedded),
 		cmocka_unit_test(test_api_server_routes),
+		cmocka_unit_test(test_api_filter),
+		cmocka_unit_test(test_api_filter_numbers),
+		cmocka_unit_test(test_api_selectors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
