@@ -10,6 +10,7 @@
  * limit, so an uploaded package cannot write outside its directory.
  */
 #include "api_int.h"
+#include "source.h"
 
 #include <curl/curl.h>
 #include <dirent.h>
@@ -273,6 +274,9 @@ int mo_api_git_fetch(const char *source, const char *dest, char *commit)
 	git_oid head;
 	struct stat sb;
 	int rc;
+
+	if ((rc = mo_sources_global_init()) < 0)
+		return rc;
 	git_clone_options_init(&opts, GIT_CLONE_OPTIONS_VERSION);
 	if ((rc = split_source(source, &url, &sub, &ref)) < 0)
 		goto done;

@@ -25,8 +25,7 @@ static void init_global(void)
 		return;
 	}
 	json_set_alloc_funcs(mo_malloc, mo_free);
-	if (mo_sources_global_init() < 0)
-		init_rc = MO_ESOURCE;
+	/* libgit2 is initialised on first use (mo_sources_global_init) */
 }
 
 int mo_global_init(void)

@@ -336,8 +336,6 @@ int mo_sources_open(mo_sources **out, const mo_source_opts *opts)
 	mo_sources *s = NULL;
 	int rc;
 
-	if ((rc = mo_sources_global_init()) < 0)
-		return rc;
 	if (!(s = mo_calloc(1, sizeof(*s))))
 		return mo_error_set(MO_ENOMEM, "out of memory");
 	s->mode = opts->mode;

@@ -465,6 +465,8 @@ int mo_git_mirror_open(mo_git_mirror **out, const char *cache_dir, const mo_git_
 	struct stat st;
 	int rc = 0;
 
+	if ((rc = mo_sources_global_init()) < 0)
+		return rc;
 	if (!(m = mo_calloc(1, sizeof(*m))))
 		return mo_error_set(MO_ENOMEM, "out of memory");
 	m->lock_fd = -1;
@@ -1156,7 +1158,11 @@ done:
 int mo_git_hash_dir(const char *dir, char tree_hex[GIT_OID_HEXSZ + 1])
 {
 	git_oid oid;
-	int rc = hash_dir_oid(dir, &oid);
+	int rc;
+
+	if ((rc = mo_sources_global_init()) < 0)
+		return rc;
+	rc = hash_dir_oid(dir, &oid);
 	if (rc == 0)
 		git_oid_tostr(tree_hex, GIT_OID_HEXSZ + 1, &oid);
 	return rc;
