@@ -395,6 +395,10 @@ void mo_api_h_dep_events(mo_api *a, mo_api_req *q, mo_api_reply *r);
  * (default HEAD), without .git.  *commit (optional, 41 bytes) receives the
  * commit id. */
 int mo_api_git_fetch(const char *source, const char *dest, char *commit);
+/* url's authority carries a secret: a password (user:pass@), or any
+ * userinfo in an http(s) URL (a token@).  The API refuses such sources: it
+ * would have to store them and show them back. */
+int mo_api_url_has_credentials(const char *url);
 /* GET url into the file path (at most max bytes). */
 int mo_api_http_fetch(const char *url, const char *path, size_t max);
 /* Build a zip of the tree at dir into path. */

@@ -50,6 +50,11 @@ void mo_api_h_dep_create(mo_api *a, mo_api_req *q, mo_api_reply *r)
 	if (mo_api_want_str(r, q->json, "name", 0, &name) < 0 || mo_api_want_str(r, q->json, "source", 1, &source) < 0 ||
 	    mo_api_want_str(r, q->json, "planFile", 0, &plan) < 0 || mo_api_want_obj(r, q->json, "variables", 0, &vars) < 0)
 		return;
+	if (mo_api_url_has_credentials(source)) {
+		mo_api_problem(r, 400, "'source' must not carry credentials (user:password@, or token@ in an "
+			       "http(s) URL): the server would store them and show them back");
+		return;
+	}
 	if (strncmp(source, "git+", 4) && strncmp(source, "git://", 6) && strncmp(source, "file://", 7)) {
 		mo_api_problem(r, 400, "'source' must be a git source: git+file://, git+https://, git+ssh://, git:// or "
 			       "file://, with //subdir and ?ref= as in plans");

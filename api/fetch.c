@@ -266,6 +266,22 @@ done:
 	return rc;
 }
 
+int mo_api_url_has_credentials(const char *url)
+{
+	const char *p = strstr(url, "://"), *end, *at;
+	int http;
+
+	if (!p)
+		return 0;
+	http = strstr(url, "http") && strstr(url, "http") < p;
+	p += 3;
+	end = p + strcspn(p, "/?#");
+	at = memchr(p, '@', (size_t)(end - p));
+	if (!at)
+		return 0;
+	return http || memchr(p, ':', (size_t)(at - p)) != NULL;
+}
+
 int mo_api_git_fetch(const char *source, const char *dest, char *commit)
 {
 	char *url = NULL, *sub = NULL, *ref = NULL, *tmp = NULL, *from = NULL;

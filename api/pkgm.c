@@ -137,6 +137,11 @@ void mo_api_h_pkg_create(mo_api *a, mo_api_req *q, mo_api_reply *r)
 		mo_api_problem(r, 400, "checksum.hash must be 64 hexadecimal digits (SHA-256)");
 		return;
 	}
+	if (path && mo_api_url_has_credentials(path)) {
+		mo_api_problem(r, 400, "appPkgPath must not carry credentials (user:password@, or token@ in an "
+			       "http(s) URL): the server would store them and show them back");
+		return;
+	}
 	if (path && path[0] && !supported_path(path)) {
 		mo_api_problem(r, 400, "appPkgPath '%s': use git+file://, file://, git://, git+https://, "
 			       "git+ssh://, http:// or https://", path);

@@ -227,7 +227,7 @@ static int start_handler(exec *x, job *j, const char *fn, const char *id, int pa
 static int bad_return(job *j, const char *fn, const char *what)
 {
 	return mo_error_set(MO_EMODULE, "%s: %s() of module %s (%s, defined at %s) %s", j->address, fn,
-			    j->inst->name, j->inst->mod_name ? j->inst->mod_name : j->inst->source,
+			    j->inst->name, j->inst->mod_name ? j->inst->mod_name : j->inst->shown,
 			    j->where, what);
 }
 

@@ -574,9 +574,9 @@ static int cmd_init(cli *c)
 		mo_instance *in = c->p->insts[i];
 		if (c->json)
 			json_line(json_pack("{s:s,s:s,s:s,s:s?,s:s}", "type", "module", "name", in->name,
-					    "source", in->source, "version", in->version, "pinned", in->pinned));
+					    "source", in->shown, "version", in->version, "pinned", in->pinned));
 		else
-			printf("module %s: %s%s%s\n  -> %s\n", in->name, in->source, in->version ? " " : "",
+			printf("module %s: %s%s%s\n  -> %s\n", in->name, in->shown, in->version ? " " : "",
 			       in->version ? in->version : "", in->pinned);
 	}
 	if (!c->json)

@@ -336,6 +336,7 @@ static int l_module(lua_State *L)
 	if (lua_getfield(L, 2, "source") != LUA_TSTRING)
 		return luaL_error(L, "module '%s': 'source' must be a string (a path or git URL)", name);
 	in->source = mo_strdup(lua_tostring(L, -1));
+	in->shown = mo_source_display(in->source);
 	lua_pop(L, 1);
 	if (lua_getfield(L, 2, "version") != LUA_TNIL) {
 		if (!lua_isstring(L, -1))
@@ -468,6 +469,7 @@ void mo_instance_free(mo_instance *in)
 		return;
 	mo_free(in->name);
 	mo_free(in->source);
+	mo_free(in->shown);
 	mo_free(in->version);
 	mo_free(in->where);
 	mo_free(in->dir);
@@ -546,7 +548,7 @@ static int module_validate(mo_instance *in, lua_State *L)
 	const char *file = "module.lua";
 	if (!lua_istable(L, t))
 		return mo_error_set(MO_EINVAL, "module %s (%s): %s must return a table, got %s",
-				    in->name, in->source ? in->source : in->dir, file, luaL_typename(L, t));
+				    in->name, in->shown ? in->shown : in->dir, file, luaL_typename(L, t));
 	if (lua_getfield(L, t, "name") == LUA_TSTRING)
 		in->mod_name = mo_strdup(lua_tostring(L, -1));
 	lua_pop(L, 1);
@@ -686,7 +688,7 @@ static int instance_load_code(mo_instance *in, mo_rt *rt, const mo_sandbox_limit
 	if ((rc = module_validate(in, L)) < 0) {
 		lua_settop(L, 0);
 		if (in->where)
-			mo_error_prefix("%s (source %s)", in->where, in->source);
+			mo_error_prefix("%s (source %s)", in->where, in->shown);
 		goto done;
 	}
 	in->modref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -707,6 +709,7 @@ int mo_instance_load(mo_instance **out, const char *name, const char *dir, const
 	in->dir = mo_strdup(dir);
 	in->pinned = mo_strdup(pinned);
 	in->source = mo_strdup(pinned);
+	in->shown = mo_source_display(pinned);
 	if ((rc = instance_load_code(in, rt, limits)) < 0) {
 		mo_instance_free(in);
 		return rc;

@@ -49,6 +49,7 @@ typedef struct {
 typedef struct mo_instance {
 	char *name;
 	char *source, *version, *where;
+	char *shown;          /* source without credentials, for messages */
 	char *dir, *pinned;   /* resolved source */
 	json_t *inputs_raw;   /* as written, with module references */
 	json_t *inputs;       /* after substitution and defaults */

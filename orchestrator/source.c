@@ -331,6 +331,22 @@ static char *absolute(char *path)
 	return abs;
 }
 
+char *mo_source_display(const char *source)
+{
+	mo_git_source *src = NULL;
+	char *shown;
+
+	if (!source)
+		return NULL;
+	if (!mo_git_is_source(source))
+		return mo_strdup(source);
+	if (mo_git_source_parse(&src, source) < 0)
+		return mo_strdup("(unparsable git source)");
+	shown = mo_strdup(src->key);
+	mo_git_source_free(src);
+	return shown;
+}
+
 int mo_sources_open(mo_sources **out, const mo_source_opts *opts)
 {
 	mo_sources *s = NULL;

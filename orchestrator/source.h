@@ -62,6 +62,12 @@ typedef struct {
  * releases it. */
 int mo_sources_global_init(void);
 
+/* The source string as it may be shown: a git URL without its userinfo
+ * password or token (https keeps no userinfo at all, ssh the user name), a
+ * local path as given.  A git source that does not parse is shown as
+ * "(unparsable git source)", never echoed.  Caller frees (mo_free). */
+char *mo_source_display(const char *source);
+
 int mo_sources_open(mo_sources **out, const mo_source_opts *opts);
 void mo_sources_free(mo_sources *s);
 

@@ -953,7 +953,13 @@ static void test_source_offline(void **state)
 	assert_contains(msg, url);
 	mo_sources_free(s);
 
-	assert_int_equal(sh("gitlab_daemon_start \"$LAB\" %d", daemon_port), 0);
+	/* Back on its port; on another one should something have taken it
+	 * meanwhile (no later test fetches from the daemon). */
+	assert_int_equal(sh("gitlab_daemon_start \"$LAB\" %d || gitlab_daemon_start \"$LAB\"",
+			    daemon_port),
+			 0);
+	daemon_port = read_int_file("daemon.port");
+	assert_true(daemon_port > 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1026,9 +1032,13 @@ static void test_source_ssh_wrong_key(void **state)
 		 sshd_port, lab);
 	assert_contains(msg, want);
 	mo_sources_free(s);
-	/* the server saw that key offered once, not until it hung up */
+	/* the server saw that key offered once, not until it hung up (sshd
+	 * may write its log line a moment after the client gave up: wait for
+	 * it, bounded) */
 	sh_out(fp, sizeof(fp),
 	       "ssh-keygen -l -E sha256 -f '%s/ssh/other_ed25519.pub' | cut -d' ' -f2", lab);
+	sh("for i in $(seq 1 600); do grep -q 'publickey.*%s' \"$LAB/sshd.log\" && break; sleep 0.05; done",
+	   fp);
 	sh_out(count, sizeof(count), "grep -c 'publickey.*%s' '%s/sshd.log'", fp, lab);
 	if (atoi(count) < 1 || atoi(count) > 2)
 		print_error("sshd saw the rejected key %s times\n", count);
@@ -1123,6 +1133,71 @@ static void assert_file_lacks(const char *path, const char *needle)
 		print_error("%s contains '%s'\n", path, needle);
 	assert_null(strstr(text, needle));
 	mo_free(text);
+}
+
+/* mo_source_display: what messages and `mecorch init` may show. */
+static void test_source_display(void **state)
+{
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+		{ "../modules/net", "../modules/net" },
+		{ "git+https://deploy:s3cr3t@example.org/m.git//net?ref=v1", "git+https://example.org/m.git//net?ref=v1" },
+		{ "git+https://tok3n@example.org/m.git", "git+https://example.org/m.git" },
+		{ "git+ssh://git:pw@example.org/m.git", "git+ssh://git@example.org/m.git" },
+		{ "git+ssh://git@example.org/m.git", "git+ssh://git@example.org/m.git" },
+		{ "git+https://a:b@", "(unparsable git source)" },
+	};
+	(void)state;
+	for (size_t i = 0; i < MO_ARRAY_SIZE(cases); i++) {
+		char *got = mo_source_display(cases[i].in);
+		assert_non_null(got);
+		if (strcmp(got, cases[i].want))
+			fail_msg("display of %s: got %s, want %s", cases[i].in, got, cases[i].want);
+		mo_free(got);
+	}
+}
+
+/* The CLI shows sources without their credentials: `mecorch init` (text
+ * and --json) with a token in the source string. */
+static void test_source_https_cli(void **state)
+{
+	const char *plan = fresh_dir("https-cli");
+	char url[512];
+	FILE *f;
+	(void)state;
+
+	https_url(url, sizeof(url), "deploy:" TOKEN "@", "//modules/net?ref=v1.0.0");
+	{
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%s/main.lua", plan);
+		assert_non_null(f = fopen(path, "w"));
+		fprintf(f, "module(\"net\", { source = \"%s\", inputs = {} })\n", url);
+		fclose(f);
+	}
+	assert_int_equal(sh("cd '%s' && MECORCH_CA_BUNDLE=\"$LAB/tls/ca.pem\" '%s/mecorch' init --cache-dir '%s/cache' "
+			    "main.lua >out.txt 2>&1",
+			    plan, MO_BINARY_DIR, plan),
+			 0);
+	assert_int_equal(sh("cd '%s' && MECORCH_CA_BUNDLE=\"$LAB/tls/ca.pem\" '%s/mecorch' init --json --upgrade "
+			    "--cache-dir '%s/cache' main.lua >out.json 2>&1",
+			    plan, MO_BINARY_DIR, plan),
+			 0);
+	assert_int_equal(sh("grep -q '^module net: git+https://127.0.0.1:%d/modules.git//modules/net?ref=v1.0.0' "
+			    "'%s/out.txt'",
+			    https_port, plan),
+			 0);
+	assert_int_equal(sh("grep -q '\"source\": *\"git+https://127.0.0.1:%d/' '%s/out.json'", https_port, plan), 0);
+	{
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%s/out.txt", plan);
+		assert_file_lacks(path, TOKEN);
+		assert_file_lacks(path, "deploy");
+		snprintf(path, sizeof(path), "%s/out.json", plan);
+		assert_file_lacks(path, TOKEN);
+		snprintf(path, sizeof(path), "%s/mecorch.lock", plan);
+		assert_file_lacks(path, TOKEN);
+	}
 }
 
 static void test_source_https_token(void **state)
@@ -1297,7 +1372,9 @@ int main(void)
 		cmocka_unit_test(test_source_ssh_wrong_key),
 		cmocka_unit_test(test_source_ssh_unknown_host),
 		cmocka_unit_test(test_source_ssh_fingerprint),
+		cmocka_unit_test(test_source_display),
 		cmocka_unit_test(test_source_https_token),
+		cmocka_unit_test(test_source_https_cli),
 		cmocka_unit_test(test_source_https_rejected),
 		cmocka_unit_test(test_source_https_system_ca),
 	};
