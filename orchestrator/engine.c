@@ -239,6 +239,14 @@ int mo_run(const mo_run_opts *o, mo_run_result *res)
 		}
 	}
 	if (o->mode == MO_RUN_APPLY || o->mode == MO_RUN_DESTROY) {
+		/* The planned callback may have waited (a confirmation prompt)
+		 * longer than the lease: if another writer took the lock over
+		 * meanwhile, the plan is stale and nothing may be applied. */
+		if (mo_state_holds_lock(r.st) &&
+		    (rc = mo_state_lock_renew(r.st, o->lease_s > 0 ? o->lease_s : 120)) < 0) {
+			mo_error_prefix("nothing was applied");
+			goto done_cs;
+		}
 		res->applied = 1;
 		rc = mo_exec_apply(cs, o->mode == MO_RUN_DESTROY ? NULL : r.p, r.st, &r.rt, &eo, &res->exec);
 	}

@@ -843,7 +843,7 @@ static int run_jobs(exec *x)
 		if (nd == 0)
 			push_ready(x, i);
 	}
-	if (x->o->lease_s > 0 && x->kind == K_APPLY)
+	if (x->o->lease_s > 0 && mo_state_holds_lock(x->st))
 		mo_loop_timer(x->rt->loop, (int64_t)x->o->lease_s * 1000 / 3, renew_lease, x, &x->lease_timer);
 	while (x->done < x->n) {
 		int interrupted = x->rt->interrupted && *x->rt->interrupted;

@@ -54,6 +54,7 @@ struct mo_state {
 	char *path;
 	char *lineage;
 	char *lock_id; /* id of the writer lock this handle holds, or NULL */
+	int lock_lost; /* it held one, and it was forced or taken over since */
 	int schema;
 	int batch;     /* inside mo_state_batch_begin: writes nest as savepoints */
 	/* prepared statements kept for reuse (prep / unprep): preparing was a
@@ -256,6 +257,37 @@ static void tx_rollback(mo_state *st)
 		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
+static int run(mo_state *st, const char *sql, const char *fmt, ...);
+
+static int lock_lost_error(mo_state *st)
+{
+	return mo_error_set(MO_ELOCKED, "state %s: this run's lock is no longer held (it was "
+			    "force-unlocked, or taken over after its lease expired): nothing more is "
+			    "written",
+			    st->path);
+}
+
+/* Inside a write transaction (which keeps every other writer out until it
+ * ends): fail unless the lock this handle took is still its own.  A handle
+ * that never locked writes freely (tests, `state` commands). */
+static int lock_check(mo_state *st)
+{
+	int rc;
+	if (st->lock_lost)
+		return lock_lost_error(st);
+	if (!st->lock_id)
+		return 0;
+	if ((rc = run(st, "UPDATE locks SET id = id WHERE id = ?", "t", st->lock_id)) < 0)
+		return rc;
+	if (sqlite3_changes(st->db) == 0) {
+		mo_free(st->lock_id);
+		st->lock_id = NULL;
+		st->lock_lost = 1;
+		return lock_lost_error(st);
+	}
+	return 0;
+}
+
 int mo_state_batch_begin(mo_state *st)
 {
 	int rc;
@@ -263,8 +295,17 @@ int mo_state_batch_begin(mo_state *st)
 		return mo_error_set(MO_EINVAL, "state: a batch is already open");
 	if ((rc = exec_sql(st, "BEGIN IMMEDIATE")) < 0)
 		return rc;
+	if ((rc = lock_check(st)) < 0) {
+		sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+		return rc;
+	}
 	st->batch = 1;
 	return 0;
+}
+
+int mo_state_holds_lock(const mo_state *st)
+{
+	return st->lock_id != NULL;
 }
 
 int mo_state_batch_commit(mo_state *st)
@@ -1387,6 +1428,8 @@ int mo_state_op_begin(mo_state *st, const char *run_id, int kind, const char *to
 		return mo_error_set(MO_EINVAL, "state: bad operation kind %d", kind);
 	if ((rc = res_check(res)) < 0)
 		return rc;
+	if (!st->batch && (rc = lock_check(st)) < 0)
+		return rc;
 	if ((rc = prep(st, &s, sql)) < 0 ||
 	    (rc = bindv(st, s, "tdtttttotaI", run_id, kind, token, res->address, res->module,
 			res->type, res->source, res->props, res->id, res->deps, mo_wall_s())) < 0 ||
@@ -1702,6 +1745,7 @@ int mo_state_lock(mo_state *st, const char *operation, int lease_s, mo_lock_info
 	    (rc = tx_commit(st)) < 0)
 		goto done;
 	st->lock_id = new_id;
+	st->lock_lost = 0;
 	new_id = NULL;
 done:
 	if (rc < 0)
@@ -1737,6 +1781,7 @@ int mo_state_lock_renew(mo_state *st, int lease_s)
 			st->path, st->lock_id);
 		mo_free(st->lock_id);
 		st->lock_id = NULL;
+		st->lock_lost = 1;
 	}
 	return rc;
 }

@@ -148,6 +148,9 @@ void mo_lock_info_clear(mo_lock_info *li);
  * MO_ELOCKED when someone else holds it: *holder (optional) is filled in and
  * the error message names the owner, pid, operation and age. */
 int mo_state_lock(mo_state *st, const char *operation, int lease_s, mo_lock_info *holder);
+/* This handle holds the writer lock (as far as it knows: the journal's
+ * writes check it for real, and fail with MO_ELOCKED once it is lost). */
+int mo_state_holds_lock(const mo_state *st);
 /* Extend the lease of the lock this handle holds. */
 int mo_state_lock_renew(mo_state *st, int lease_s);
 /* Release the lock this handle holds (no-op if it holds none). */

@@ -10,7 +10,11 @@ FLAT=$FIXTURES/plans/flat.lua
 lab_start --latency-ms 300
 ME="$(id -un)@$(uname -n)"
 
-say "a second apply while the first is running (20 objects, parallelism 2, 300 ms per request)"
+say "a second apply while the first is running (20 objects, parallelism 2, 3 s per request)"
+# Every request takes 3 s until the checks below are done (the first apply
+# must still hold the lock for all of them, however slow the machine), then
+# 300 ms again.
+lab_config '{"latency_ms":3000}'
 mo_bg "$T/first.log" apply "$FLAT" --var "endpoint=$LAB_URL" --var count=20 --var collection=first \
 	--parallelism 2 --auto-approve
 FIRST=$BG_PID
@@ -34,6 +38,7 @@ mo plan "$FLAT" --var "endpoint=$LAB_URL" --var count=5 --var collection=second
 check_rc "a plan meanwhile exits 5 too" 5
 mo destroy "$FLAT" --var "endpoint=$LAB_URL" --var count=20 --var collection=first --auto-approve
 check_rc "a destroy meanwhile exits 5 too" 5
+lab_config '{"latency_ms":300}'
 
 mo_wait "$FIRST"
 check_eq "the first apply exits 0" 0 "$BG_RC"
@@ -55,10 +60,9 @@ lock=$(wait_for_lock)
 lock_id=$(echo "$lock" | jq -r .id)
 # Stop it while its first create waits for labcloud (the intent is
 # committed, no transaction is open): it holds the lock and nothing else.
-for _ in $(seq 1 200); do
-	[ "$(lab_stat .in_flight)" -ge 1 ] && break
-	sleep 0.05
-done
+in_flight_at_least() { [ "$(lab_stat .in_flight)" -ge "$1" ]; }
+in_flight_none() { [ "$(lab_stat .in_flight)" -eq 0 ]; }
+poll_until 60 in_flight_at_least 1
 kill -STOP "$HELD"
 check_eq "the stopped apply holds the lock" "$HELD" "$(echo "$lock" | jq -r .pid)"
 lab_config '{"latency_ms":0}'
@@ -73,20 +77,51 @@ check_rc "lock unlock ID exits 0" 0
 mo lock list --json
 check_eq "lock list --json: the lock is gone" null "$(jq -c .lock "$OUT")"
 # The stopped run's POST is carried out by labcloud 2 s after it was sent.
-for _ in $(seq 1 200); do
-	[ "$(lab_stat .in_flight)" -eq 0 ] && break
-	sleep 0.05
-done
+poll_until 60 in_flight_none
 mo apply "$FLAT" "${HV[@]}" --auto-approve
 check_rc "the next apply takes the lock and exits 0" 0
 check_out_has "it adopts the object the stopped run's create made" \
 	"module.flat.object.o0001: pending operation of an interrupted run resolved (adopted"
 check_out_has "and creates the other two" "2 created"
-kill -KILL "$HELD"
+# Resume the stopped run: its lock is gone, so its next journal write
+# fails and it writes nothing more (no duplicate, no second adoption).
+kill -CONT "$HELD"
 mo_wait "$HELD"
+check_eq "the resumed run exits 5 (locked)" 5 "$BG_RC"
+check_true "... saying its lock is no longer held" grep -q "lock is no longer held" "$T/held.log"
 check_eq "labcloud: 20 + 3 objects, no duplicate" '{"first":20,"held":3}' "$(lab_stat .objects | jq -c .)"
 check_lab_matches_state "labcloud objects == state resources (collection held)" held
 mo lock list --json
 check_eq "no lock is left" null "$(jq -c .lock "$OUT")"
+
+say "a lease that expires at the confirmation prompt: the other writer wins, nothing is applied"
+# A plans (lease 5 s) and waits at the prompt on a terminal; once its lease
+# has run out, B takes the lock over and applies; then A is told "yes" and
+# must refuse, since its plan is stale and the lock is B's.
+export MECORCH_STATE=$T/prompt.db
+PV=(--var "endpoint=$LAB_URL" --var count=1 --var collection=prompt)
+mkfifo "$T/prompt.in"
+exec 7<>"$T/prompt.in"
+(
+	script -qfec "'$MECORCH' apply '$FLAT' ${PV[*]} --var gen=A --lease-seconds 5" /dev/null \
+		<"$T/prompt.in" >"$T/prompt.out" 2>&1
+	echo $? >"$T/prompt.rc"
+) &
+PROMPT_SUB=$!
+at_prompt() { grep -q "Only 'yes' will be accepted" "$T/prompt.out" 2>/dev/null; }
+poll_until 60 at_prompt
+lease_expired() {
+	"$MECORCH" lock list --json --state "$MECORCH_STATE" >"$T/prompt.lock" 2>/dev/null &&
+		[ "$(jq -r '.lock.expires' "$T/prompt.lock")" -lt "$(date +%s)" ]
+}
+poll_until 60 lease_expired
+mo apply "$FLAT" "${PV[@]}" --var gen=B --auto-approve
+check_rc "B takes over the expired lock and applies: exit 0" 0
+echo yes >&7
+wait "$PROMPT_SUB"
+exec 7>&-
+check_eq "A, told yes after losing its lock, exits 5" 5 "$(cat "$T/prompt.rc")"
+check_true "... saying nothing was applied" grep -q "nothing was applied" "$T/prompt.out"
+check_eq "labcloud holds B's object" B "$(lab_items prompt | jq -r '.[0].gen')"
 
 finish
