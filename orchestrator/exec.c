@@ -551,8 +551,16 @@ static int read_result(exec *x, job *j, lua_State *T, int nres)
 			goto done;
 		}
 		json_object_set_new(outputs, "id", json_string(id));
-		mprops = mo_mask(props, j->rtype, x->secrets, x->key);
-		mout = mo_mask(outputs, j->rtype, x->secrets, x->key);
+		{
+			/* the plan's secrets, and whatever the state holds as a
+			 * hash (a secret since rotated is not in x->secrets) */
+			json_t *m1 = mo_mask(props, j->rtype, x->secrets, x->key);
+			json_t *m2 = mo_mask(outputs, j->rtype, x->secrets, x->key);
+			mprops = mo_mask_like(m1, known->props, x->key);
+			mout = mo_mask_like(m2, known->outputs, x->key);
+			json_decref(m1);
+			json_decref(m2);
+		}
 		r = record_for(j, known->address, id, mprops, mout);
 		if (!r) {
 			rc = mo_error_set(MO_ENOMEM, "out of memory");
@@ -993,11 +1001,18 @@ int mo_exec_apply(mo_changeset *cs, mo_plan *p, mo_state *st, mo_rt *rt, const m
 				json_decref(val);
 				val = json_pack("{s:s}", "$unknown", mo_error_last()->message);
 			}
-			json_object_set_new(res->outputs, k, json_pack("{s:O,s:b}", "value", val, "sensitive", sens));
-			json_object_set_new(stored, k, json_pack("{s:o,s:b}", "value",
-							     sens ? mo_secret_hash(x.key, val)
-								  : mo_mask(val, NULL, x.secrets, x.key),
-							     "sensitive", sens));
+			{
+				/* an output built from a secret is sensitive, declared so or not */
+				json_t *masked = sens ? mo_secret_hash(x.key, val) : mo_mask(val, NULL, x.secrets, x.key);
+				if (!sens && !mo_json_equal(masked, val)) {
+					sens = 1;
+					json_decref(masked);
+					masked = mo_secret_hash(x.key, val);
+				}
+				json_object_set_new(res->outputs, k,
+						    json_pack("{s:O,s:b}", "value", val, "sensitive", sens));
+				json_object_set_new(stored, k, json_pack("{s:o,s:b}", "value", masked, "sensitive", sens));
+			}
 			json_decref(val);
 		}
 		if (rc == 0)

@@ -196,6 +196,31 @@ char *mo_mask_text(const json_t *secrets, const char *text)
 	return b.ptr;
 }
 
+json_t *mo_mask_like(const json_t *v, const json_t *known, const unsigned char key[32])
+{
+	json_t *res, *e;
+	const char *k;
+	size_t i;
+
+	if (!v)
+		return NULL;
+	if (known && mo_secret_is_hash(known))
+		return mo_secret_is_hash(v) || json_is_null(v) ? json_incref((json_t *)v) : mo_secret_hash(key, v);
+	if (json_is_object(v) && json_is_object(known)) {
+		res = json_object();
+		json_object_foreach((json_t *)v, k, e)
+			json_object_set_new(res, k, mo_mask_like(e, json_object_get(known, k), key));
+		return res;
+	}
+	if (json_is_array(v) && json_is_array(known)) {
+		res = json_array();
+		json_array_foreach(v, i, e)
+			json_array_append_new(res, mo_mask_like(e, json_array_get(known, i), key));
+		return res;
+	}
+	return json_incref((json_t *)v);
+}
+
 json_t *mo_mask(const json_t *v, const mo_rtype *rtype, const json_t *secrets,
 		const unsigned char key[32])
 {
@@ -350,13 +375,18 @@ static int plan_outputs(mo_changeset *cs, mo_plan *p)
 		return 0;
 	json_object_foreach(p->outputs, k, v) {
 		json_t *masked;
+		int sens = json_is_true(json_object_get(v, "sensitive"));
 		if ((rc = mo_resolve(json_object_get(v, "value"), known_value, cs, &val, NULL)) < 0)
 			return mo_error_prefix("output '%s'", k);
-		masked = json_is_true(json_object_get(v, "sensitive")) ? mo_secret_hash(cs->key, val)
-								       : mo_mask(val, NULL, p->secrets, cs->key);
+		masked = sens ? mo_secret_hash(cs->key, val) : mo_mask(val, NULL, p->secrets, cs->key);
+		if (!sens && !mo_json_equal(masked, val)) {
+			/* built from a secret: sensitive, declared so or not */
+			sens = 1;
+			json_decref(masked);
+			masked = mo_secret_hash(cs->key, val);
+		}
 		json_decref(val);
-		json_object_set_new(cs->outputs, k, json_pack("{s:o,s:O}", "value", masked, "sensitive",
-							       json_object_get(v, "sensitive")));
+		json_object_set_new(cs->outputs, k, json_pack("{s:o,s:b}", "value", masked, "sensitive", sens));
 	}
 	return 0;
 }

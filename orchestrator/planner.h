@@ -83,6 +83,13 @@ int mo_resolve(const json_t *v, mo_lookup_fn lookup, void *ud, json_t **out, int
 json_t *mo_mask(const json_t *v, const mo_rtype *rtype, const json_t *secrets,
 		const unsigned char key[32]);
 
+/* v (props or outputs read back from a peer) with every value hashed whose
+ * counterpart at the same path of `known` (what the state holds) is a
+ * sensitive marker.  A secret that has since changed (a rotated password
+ * variable) is no longer among the plan's secrets, so mo_mask alone would
+ * keep the old value in clear; where the state kept a hash, the read-back
+ * value stays hashed, and hashes still compare for drift.  New reference. */
+json_t *mo_mask_like(const json_t *v, const json_t *known, const unsigned char key[32]);
 /* A copy of text (caller's) with every occurrence of a secret replaced by
  * "(sensitive)": for error messages and logs. */
 char *mo_mask_text(const json_t *secrets, const char *text);
