@@ -105,7 +105,8 @@ start() {
 	# caller's terminal signals; its pid is recorded for stop.
 	setsid podman system service --time=0 "unix://$SOCK" </dev/null >>"$LOG" 2>&1 &
 	echo $! >"$PIDF"
-	for i in $(seq 1 200); do
+	# up to 60 s: the service starts slowly on a loaded machine
+	for i in $(seq 1 1200); do
 		if ping_ok; then
 			echo "$SOCK"
 			return 0

@@ -59,16 +59,17 @@ need_root() {
 	[ -x "$SSHD" ] || die "$SSHD is missing (scripts/install-ssh-lab)"
 }
 
-# Wait (bounded) until ADDR:PORT accepts TCP connections.
+# Wait (bounded: 60 s, sshd starts slowly on a loaded machine) until
+# ADDR:PORT accepts TCP connections.
 wait_port() {
-	local addr=$1 port=$2 i
-	for i in $(seq 1 100); do
+	local addr=$1 port=$2 end=$((SECONDS + 60))
+	while :; do
 		if timeout 1 bash -c "exec 3<>/dev/tcp/$addr/$port" 2>/dev/null; then
 			return 0
 		fi
+		[ "$SECONDS" -ge "$end" ] && return 1
 		sleep 0.05
 	done
-	return 1
 }
 
 # ---- down --------------------------------------------------------------------

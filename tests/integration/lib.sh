@@ -26,6 +26,14 @@
 #   state_pairs                       "collection id" of every resource in the state, sorted
 #   wait_for_lock                     until `lock list` shows a lock (bounded); prints it
 #
+#   poll_until SECS COMMAND...        run COMMAND every 50 ms until it succeeds (0) or
+#                                     SECS seconds have passed (1)
+#   it_free_port                      a TCP port of 127.0.0.1 that nothing uses, below the
+#                                     kernel's ephemeral range
+#   pid_listens PID PORT              PID or one of its descendants listens on TCP PORT
+#   wait_listen PORT PID [SECS]       until PID (or a descendant) listens on PORT; fails
+#                                     early when PID exits (default 120 s)
+#
 #   check_rc DESC WANT                RC of the last `mo` equals WANT
 #   check_eq DESC WANT GOT
 #   check_true DESC COMMAND...        COMMAND succeeds
@@ -37,6 +45,9 @@
 #   finish                            print "N passed, M failed" and exit 0 / 1
 #   say TEXT                          a "== TEXT" heading
 #   rand_below N / sleep_ms MS
+#
+# Waits are bounded by generous deadlines (a slow or loaded machine must not
+# fail a check), and a server's readiness is polled, never slept for.
 #
 # Every check prints one line "ok - DESC" or "FAIL - DESC" followed by what was
 # expected and what was seen.
@@ -246,7 +257,7 @@ mo_bg() {
 		echo $? >"$log.rc"
 	) 2>/dev/null &
 	local sub=$!
-	for i in $(seq 1 200); do
+	for i in $(seq 1 3000); do # up to 30 s: a fork on a loaded machine
 		[ -s "$log.pid" ] && break
 		sleep 0.01
 	done
@@ -272,18 +283,103 @@ state_pairs() {
 		LC_ALL=C sort
 }
 
-# Wait (bounded, ~10 s) until `lock list --json` shows a lock; prints its JSON.
+# Wait (bounded, 60 s) until `lock list --json` shows a lock; prints its JSON.
 wait_for_lock() {
-	local i l
-	for i in $(seq 1 200); do
+	local l end=$((SECONDS + 60))
+	while :; do
 		l=$("$MECORCH" lock list --json </dev/null 2>/dev/null | jq -c '.lock // empty' 2>/dev/null)
 		if [ -n "$l" ]; then
 			echo "$l"
 			return 0
 		fi
+		[ "$SECONDS" -ge "$end" ] && return 1
 		sleep 0.05
 	done
+}
+
+# ---- waiting, ports -----------------------------------------------------------
+
+# poll_until SECS COMMAND...: run COMMAND until it succeeds (return 0) or
+# SECS seconds have passed (return 1); COMMAND runs at least once.
+poll_until() {
+	local end=$((SECONDS + $1))
+	shift
+	while :; do
+		"$@" && return 0
+		[ "$SECONDS" -ge "$end" ] && return 1
+		sleep 0.05
+	done
+}
+
+# Is TCP port $1 of this network namespace in use (listening, connected, or
+# in TIME_WAIT) on any address?
+_it_port_used() {
+	awk -v p="$(printf ':%04X' "$1")" 'FNR > 1 && substr($2, length($2) - 4) == p { f = 1 }
+		END { exit !f }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# it_free_port: a port for a server that takes its port on the command line.
+# Chosen at random below the ephemeral range (ip_local_port_range), where
+# neither bind(0) nor outgoing connections take ports, so nothing but a
+# request for that very port can take it before the server binds it; and
+# unused now.  The callers still check that their own server got it
+# (wait_listen) and pick again when it did not.
+it_free_port() {
+	local lo=32768 base=10000 span p i
+	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null
+	span=$((lo - base))
+	if [ "$span" -lt 2000 ]; then # no room below the range: any unprivileged port
+		base=1024
+		span=$((65536 - base))
+	fi
+	for i in $(seq 1 500); do
+		p=$((base + (RANDOM * 32768 + RANDOM) % span))
+		if ! _it_port_used "$p"; then
+			echo "$p"
+			return 0
+		fi
+	done
+	echo "no free port found" >&2
 	return 1
+}
+
+# PID and its descendants, one a line.
+_it_tree() {
+	local c
+	echo "$1"
+	for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+		_it_tree "$c"
+	done
+}
+
+# pid_listens PID PORT: a TCP socket listening on PORT (any address) is an
+# open file of PID or of one of its descendants: the server is up, and the
+# port is its own, not another process's that took it first.
+pid_listens() {
+	local inodes ino p
+	inodes=$(awk -v p="$(printf ':%04X' "$2")" 'FNR > 1 && $4 == "0A" &&
+		substr($2, length($2) - 4) == p { print $10 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+	[ -n "$inodes" ] || return 1
+	for p in $(_it_tree "$1"); do
+		for ino in $inodes; do
+			# not a pipe: under pipefail an early grep -q could fail it
+			grep -qF "socket:[$ino]" <(ls -l "/proc/$p/fd" 2>/dev/null) && return 0
+		done
+	done
+	return 1
+}
+
+# wait_listen PORT PID [SECS]: until PID listens on PORT (pid_listens);
+# fails as soon as PID has exited (say, the port was taken), or after SECS
+# (default 120) seconds.
+wait_listen() {
+	local end=$((SECONDS + ${3:-120}))
+	while :; do
+		pid_listens "$2" "$1" && return 0
+		kill -0 "$2" 2>/dev/null || return 1
+		[ "$SECONDS" -ge "$end" ] && return 1
+		sleep 0.05
+	done
 }
 
 # ---- labcloud ---------------------------------------------------------------
@@ -296,7 +392,7 @@ lab_start() {
 	"$LABCLOUD" --listen 127.0.0.1:0 --port-file "$pf" "$@" >>"$T/labcloud.log" 2>&1 &
 	LAB_PID=$!
 	_it_track "$LAB_PID"
-	for i in $(seq 1 200); do
+	for i in $(seq 1 1200); do # up to 60 s
 		[ -s "$pf" ] && break
 		if ! kill -0 "$LAB_PID" 2>/dev/null; then
 			echo "labcloud $* exited at start:" >&2

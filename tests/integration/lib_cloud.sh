@@ -5,11 +5,15 @@
 # EXIT.
 #
 #   cloud_require                 fail unless scripts/install-npm-lab was run
-#   free_port                     a free 127.0.0.1 port (bind 0, read it back)
-#   wait_port PORT [PID]          until something listens on PORT (bounded, ~20 s)
-#   start_s3rver PORT DIR         sets S3RVER_PID
-#   start_dynalite PORT DIR       on-disk (LevelDB) store; sets DYNALITE_PID
-#   start_azurite PORT DIR        blob service only; sets AZURITE_PID
+#   free_port                     a free 127.0.0.1 port (it_free_port of lib.sh)
+#   wait_port PORT [PID]          until PID (or, without PID, anything) listens on
+#                                 PORT (bounded, 120 s)
+#   start_s3rver PORT DIR         sets S3RVER_PID, S3RVER_PORT
+#   start_dynalite PORT DIR       on-disk (LevelDB) store; sets DYNALITE_PID, DYNALITE_PORT
+#   start_azurite PORT DIR        blob service only; sets AZURITE_PID, AZURITE_PORT
+#                                 PORT "": a free port of their choosing (another one
+#                                 when the server could not take it); a PORT given (a
+#                                 restart) is used or the test stops
 #   start_proxy NAME UPSTREAM_PORT [verifier options...]
 #                                 the SigV4 verifier (or with --no-verify a
 #                                 plain proxy); sets PROXY_PID, PROXY_PORT
@@ -45,22 +49,30 @@ cloud_require() {
 }
 
 free_port() {
-	node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => {
-		console.log(s.address().port); s.close(); })'
+	it_free_port
 }
 
-# wait_port PORT [PID]: until a TCP connect to 127.0.0.1:PORT succeeds; fails
-# early when PID (the server) has exited.
+# wait_port PORT [PID]: with PID, until that process (or a child of it)
+# listens on PORT, failing early when it has exited (the port was taken, or
+# it could not start); without PID, until a TCP connect to 127.0.0.1:PORT
+# succeeds.  Bounded (120 s: the npm emulators start slowly on a loaded
+# machine).
 wait_port() {
-	local i
-	for i in $(seq 1 400); do
+	local end=$((SECONDS + 120))
+	if [ -n "${2:-}" ]; then
+		wait_listen "$1" "$2" 120 && return 0
+		if kill -0 "$2" 2>/dev/null; then
+			echo "the server for port $1 does not listen on it" >&2
+		else
+			echo "the server for port $1 exited at start" >&2
+		fi
+		return 1
+	fi
+	while :; do
 		if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
 			return 0
 		fi
-		if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then
-			echo "the server for port $1 exited at start" >&2
-			return 1
-		fi
+		[ "$SECONDS" -ge "$end" ] && break
 		sleep 0.05
 	done
 	echo "nothing listens on port $1" >&2
@@ -73,30 +85,65 @@ stop_pid() {
 	return 0
 }
 
+# _cloud_serve NAME PORT LAUNCHER: LAUNCHER P starts the server on port P in
+# the background and sets _CLOUD_PID; wait until that process listens on P.
+# With PORT empty, P is a free port, and another one when the server could
+# not take it (up to 5 tries); with PORT given, only that one.  Sets
+# _CLOUD_PORT; exits the test when the server does not come up.
+_cloud_serve() {
+	local name=$1 want=$2 launch=$3 try port
+	for try in 1 2 3 4 5; do
+		port=${want:-$(free_port)}
+		"$launch" "$port"
+		_cloud_track "$_CLOUD_PID"
+		if wait_port "$port" "$_CLOUD_PID"; then
+			_CLOUD_PORT=$port
+			return 0
+		fi
+		stop_pid "$_CLOUD_PID" KILL
+		[ -n "$want" ] && break
+	done
+	echo "$name did not start" >&2
+	tail -n 5 "$T/$name.log" >&2
+	exit 1
+}
+
+_launch_s3rver() {
+	"$NPM_BIN/s3rver" -d "$_CLOUD_DIR" -a 127.0.0.1 -p "$1" --silent >>"$T/s3rver.log" 2>&1 &
+	_CLOUD_PID=$!
+}
 start_s3rver() {
 	mkdir -p "$2"
-	"$NPM_BIN/s3rver" -d "$2" -a 127.0.0.1 -p "$1" --silent >>"$T/s3rver.log" 2>&1 &
-	S3RVER_PID=$!
-	_cloud_track "$S3RVER_PID"
-	wait_port "$1" "$S3RVER_PID" || { tail -n 5 "$T/s3rver.log" >&2; exit 1; }
+	_CLOUD_DIR=$2
+	_cloud_serve s3rver "$1" _launch_s3rver
+	S3RVER_PID=$_CLOUD_PID
+	S3RVER_PORT=$_CLOUD_PORT
 }
 
+_launch_dynalite() {
+	"$NPM_BIN/dynalite" --host 127.0.0.1 --port "$1" --path "$_CLOUD_DIR" --createTableMs 200 \
+		--deleteTableMs 200 --updateTableMs 200 >>"$T/dynalite.log" 2>&1 &
+	_CLOUD_PID=$!
+}
 start_dynalite() {
 	mkdir -p "$2"
-	"$NPM_BIN/dynalite" --host 127.0.0.1 --port "$1" --path "$2" --createTableMs 200 \
-		--deleteTableMs 200 --updateTableMs 200 >>"$T/dynalite.log" 2>&1 &
-	DYNALITE_PID=$!
-	_cloud_track "$DYNALITE_PID"
-	wait_port "$1" "$DYNALITE_PID" || { tail -n 5 "$T/dynalite.log" >&2; exit 1; }
+	_CLOUD_DIR=$2
+	_cloud_serve dynalite "$1" _launch_dynalite
+	DYNALITE_PID=$_CLOUD_PID
+	DYNALITE_PORT=$_CLOUD_PORT
 }
 
+_launch_azurite() {
+	"$NPM_BIN/azurite-blob" --blobHost 127.0.0.1 --blobPort "$1" --location "$_CLOUD_DIR" \
+		--disableTelemetry --silent >>"$T/azurite.log" 2>&1 &
+	_CLOUD_PID=$!
+}
 start_azurite() {
 	mkdir -p "$2"
-	"$NPM_BIN/azurite-blob" --blobHost 127.0.0.1 --blobPort "$1" --location "$2" \
-		--disableTelemetry --silent >>"$T/azurite.log" 2>&1 &
-	AZURITE_PID=$!
-	_cloud_track "$AZURITE_PID"
-	wait_port "$1" "$AZURITE_PID" || { tail -n 5 "$T/azurite.log" >&2; exit 1; }
+	_CLOUD_DIR=$2
+	_cloud_serve azurite "$1" _launch_azurite
+	AZURITE_PID=$_CLOUD_PID
+	AZURITE_PORT=$_CLOUD_PORT
 }
 
 start_proxy() {
@@ -108,7 +155,7 @@ start_proxy() {
 		>>"$T/$name.log" 2>&1 &
 	PROXY_PID=$!
 	_cloud_track "$PROXY_PID"
-	for i in $(seq 1 400); do
+	for i in $(seq 1 2400); do # up to 120 s
 		[ -s "$pf" ] && break
 		if ! kill -0 "$PROXY_PID" 2>/dev/null; then
 			echo "$name exited at start:" >&2
@@ -117,6 +164,10 @@ start_proxy() {
 		fi
 		sleep 0.05
 	done
+	if [ ! -s "$pf" ]; then
+		echo "$name did not write its port file" >&2
+		exit 1
+	fi
 	PROXY_PORT=$(tr -d '[:space:]' <"$pf")
 }
 

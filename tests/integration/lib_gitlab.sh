@@ -6,7 +6,10 @@
 # (absolute, world-readable: the ssh user reads repositories from it).
 # Every server runs in the background with its output in $LAB/<name>.log,
 # its pid in $LAB/<name>.pid and its port in $LAB/<name>.port; the
-# matching *_stop function kills that pid only.
+# matching *_stop function kills that pid only.  A server counts as started
+# once that very process listens on its port (not merely once the port
+# answers: another process may have taken it); every wait has a generous
+# bound, for slow machines.
 #
 #   gitlab_make_repo LAB NAME     $LAB/src/NAME (work tree) and $LAB/srv/NAME.git
 #   gitlab_move_tag LAB NAME TAG  commit on main, force TAG onto it, force-push
@@ -21,33 +24,98 @@ _gitlab_git() {
 		-c init.defaultBranch=main -c advice.detachedHead=false "$@"
 }
 
-# A free TCP port on 127.0.0.1 (bound, read back, released).
-gitlab_free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+# Is TCP port $1 in use (listening, connected or in TIME_WAIT)?
+_gitlab_port_used() {
+	awk -v p="$(printf ':%04X' "$1")" 'FNR > 1 && substr($2, length($2) - 4) == p { f = 1 }
+		END { exit !f }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
-# Wait until 127.0.0.1:$1 accepts connections (up to ~10 s).
+# A free TCP port of 127.0.0.1 for a server that takes its port on the
+# command line: unused, and below the kernel's ephemeral range, where
+# neither bind(0) nor outgoing connections take ports before the server
+# binds it.
+gitlab_free_port() {
+	local lo=32768 base=10000 span p i
+	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null
+	span=$((lo - base))
+	if [ "$span" -lt 2000 ]; then
+		base=1024
+		span=$((65536 - base))
+	fi
+	for i in $(seq 1 500); do
+		p=$((base + (RANDOM * 32768 + RANDOM) % span))
+		if ! _gitlab_port_used "$p"; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# PID and its descendants, one a line.
+_gitlab_tree() {
+	local c
+	echo "$1"
+	for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
+		_gitlab_tree "$c"
+	done
+}
+
+# Does PID (or a descendant: `git daemon` runs git-daemon as its child)
+# hold a socket listening on TCP port PORT?
+_gitlab_pid_listens() { # PID PORT
+	local inodes ino p
+	inodes=$(awk -v p="$(printf ':%04X' "$2")" 'FNR > 1 && $4 == "0A" &&
+		substr($2, length($2) - 4) == p { print $10 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null)
+	[ -n "$inodes" ] || return 1
+	for p in $(_gitlab_tree "$1"); do
+		for ino in $inodes; do
+			# not a pipe: under pipefail an early grep -q could fail it
+			grep -qF "socket:[$ino]" <(ls -l "/proc/$p/fd" 2>/dev/null) && return 0
+		done
+	done
+	return 1
+}
+
+# Wait (up to 60 s) until server PID listens on port PORT; fails early when
+# PID has exited (the port was taken, or it could not start).
+gitlab_wait_listen() { # PORT PID
+	local end=$((SECONDS + 60))
+	while :; do
+		_gitlab_pid_listens "$2" "$1" && return 0
+		kill -0 "$2" 2>/dev/null || break
+		[ "$SECONDS" -ge "$end" ] && break
+		sleep 0.05
+	done
+	echo "port $1 did not open (server pid $2)" >&2
+	return 1
+}
+
+# Wait until 127.0.0.1:$1 accepts connections (up to 60 s).
 gitlab_wait_port() {
-	local i
-	for i in $(seq 1 200); do
+	local end=$((SECONDS + 60))
+	while :; do
 		if (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then
 			return 0
 		fi
+		[ "$SECONDS" -ge "$end" ] && break
 		sleep 0.05
 	done
 	echo "port $1 did not open" >&2
 	return 1
 }
 
-# Wait until 127.0.0.1:$1 refuses connections.
+# Wait until 127.0.0.1:$1 refuses connections (up to 60 s).
 gitlab_wait_port_closed() {
-	local i
-	for i in $(seq 1 200); do
+	local end=$((SECONDS + 60))
+	while :; do
 		if ! (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then
 			return 0
 		fi
+		[ "$SECONDS" -ge "$end" ] && break
 		sleep 0.05
 	done
+	echo "port $1 still open" >&2
 	return 1
 }
 
@@ -111,7 +179,7 @@ gitlab_daemon_start() {
 			--listen=127.0.0.1 --port="$port" "$lab/srv" \
 			</dev/null >>"$lab/daemon.log" 2>&1 &
 		echo $! >"$lab/daemon.pid"
-		if gitlab_wait_port "$port" && kill -0 "$(cat "$lab/daemon.pid")" 2>/dev/null; then
+		if gitlab_wait_listen "$port" "$(cat "$lab/daemon.pid")"; then
 			echo "$port" >"$lab/daemon.port"
 			return 0
 		fi
@@ -121,13 +189,14 @@ gitlab_daemon_start() {
 	return 1
 }
 
+# Stop the git daemon; fails when its port still answers 60 s later.
 gitlab_daemon_stop() {
 	local lab=$1
 	[ -f "$lab/daemon.pid" ] || return 0
 	kill "$(cat "$lab/daemon.pid")" 2>/dev/null
 	rm -f "$lab/daemon.pid"
-	[ -f "$lab/daemon.port" ] && gitlab_wait_port_closed "$(cat "$lab/daemon.port")"
-	return 0
+	[ -f "$lab/daemon.port" ] || return 0
+	gitlab_wait_port_closed "$(cat "$lab/daemon.port")"
 }
 
 # OpenSSH sshd on 127.0.0.1 with a dedicated user ($GITLAB_SSH_USER, shell
@@ -176,7 +245,7 @@ gitlab_sshd_start() {
 		/usr/sbin/sshd -t -f "$d/sshd_config" || return 1
 		/usr/sbin/sshd -D -f "$d/sshd_config" -E "$lab/sshd.log" </dev/null >/dev/null 2>&1 &
 		echo $! >"$lab/sshd.pid"
-		if gitlab_wait_port "$port" && kill -0 "$(cat "$lab/sshd.pid")" 2>/dev/null; then
+		if gitlab_wait_listen "$port" "$(cat "$lab/sshd.pid")"; then
 			echo "$port" >"$lab/sshd.port"
 			break
 		fi
@@ -309,7 +378,7 @@ gitlab_https_start() {
 	python3 "$lab/https_git.py" "$lab/srv" "$lab/tls/server.pem" "$lab/tls/server.key" \
 		"$token" "$lab/https.port" </dev/null >>"$lab/https.log" 2>&1 &
 	echo $! >"$lab/https.pid"
-	for i in $(seq 1 200); do
+	for i in $(seq 1 1200); do # up to 60 s
 		[ -s "$lab/https.port" ] && gitlab_wait_port "$(cat "$lab/https.port")" && return 0
 		kill -0 "$(cat "$lab/https.pid")" 2>/dev/null || return 1
 		sleep 0.05

@@ -30,15 +30,15 @@ DDB_SECRET=lab-ddb-secret
 
 # ---- the lab -----------------------------------------------------------------
 
-S3_PORT=$(free_port)
-start_s3rver "$S3_PORT" "$T/s3data"
+start_s3rver "" "$T/s3data"
+S3_PORT=$S3RVER_PORT
 start_proxy s3-verifier "$S3_PORT" --credentials "$S3_KEY:$S3_SECRET"
 S3V_PORT=$PROXY_PORT
 S3_DIRECT=http://127.0.0.1:$S3_PORT
 S3_ENDPOINT=http://127.0.0.1:$S3V_PORT
 
-DDB_PORT=$(free_port)
-start_dynalite "$DDB_PORT" "$T/ddbdata"
+start_dynalite "" "$T/ddbdata"
+DDB_PORT=$DYNALITE_PORT
 start_proxy ddb-verifier "$DDB_PORT" --credentials "$DDB_KEY:$DDB_SECRET"
 DDBV_PORT=$PROXY_PORT
 DDB_DIRECT=http://127.0.0.1:$DDB_PORT
@@ -220,16 +220,17 @@ mo_bg "$T/s3-crash.log" apply "$S3_PLAN" --state "$T/s3.db" --var endpoint="$S3_
 	--var access_key="$S3_KEY" --var secret_key="$S3_SECRET" --var-file "$T/s3-v3.json" \
 	--auto-approve --parallelism 2 --retry-max 1 --retry-base-ms 50
 APPLY_PID=$BG_PID
-for _ in $(seq 1 400); do
-	[ "$(s3_objects | grep -c '^lab-bulk/')" -ge 4 ] && break
-	sleep 0.05
-done
-BEFORE=$(s3_objects | grep -c '^lab-bulk/')
+# Kill s3rver as soon as the bulk is under way (the rest takes seconds at
+# 200 ms a request); count what it holds once it is back (it keeps its
+# objects on disk), so no time passes between the look and the kill.
+bulk_started() { [ "$(s3_objects | grep -c '^lab-bulk/')" -ge 4 ]; }
+poll_until 60 bulk_started
 stop_pid "$S3RVER_PID" KILL
 mo_wait "$APPLY_PID"
 check_eq "s3: the interrupted apply fails" 1 "$BG_RC"
-check_true "s3: s3rver was killed part-way ($BEFORE of 24 objects written)" test "$BEFORE" -lt 24
 start_s3rver "$S3_PORT" "$T/s3data"
+BEFORE=$(s3_objects | grep -c '^lab-bulk/')
+check_true "s3: s3rver was killed part-way ($BEFORE of 24 objects written)" test "$BEFORE" -lt 24
 proxy_latency "$S3V_PORT" 0
 s3 "$T/s3-v3.json" apply
 check_rc "s3: the next apply recovers" 0
@@ -252,10 +253,12 @@ printf 'build 2\0\377\n' >"$T/www/build-2.bin"
 cp "$T/www/build-2.bin" "$T/www/mirror-2.bin"
 SRC1=$(sha256sum "$T/www/build-1.bin" | cut -d' ' -f1)
 SRC2=$(sha256sum "$T/www/build-2.bin" | cut -d' ' -f1)
-WWW_PORT=$(free_port)
-python3 -m http.server "$WWW_PORT" --bind 127.0.0.1 --directory "$T/www" >"$T/www.log" 2>&1 &
-_cloud_track $!
-wait_port "$WWW_PORT" $! || exit 1
+_launch_www() {
+	python3 -m http.server "$1" --bind 127.0.0.1 --directory "$T/www" >>"$T/www.log" 2>&1 &
+	_CLOUD_PID=$!
+}
+_cloud_serve www "" _launch_www
+WWW_PORT=$_CLOUD_PORT
 WWW=http://127.0.0.1:$WWW_PORT
 # src_vars FILE URL SHA: a var file with one bucket and one object from URL.
 src_vars() {
@@ -361,10 +364,8 @@ ddb_direct UpdateItem '{"TableName":"lab-users","Key":{"pk":{"S":"u-ann"}},"Upda
 ddb_direct DeleteItem '{"TableName":"lab-users","Key":{"pk":{"S":"u-bob"}}}' >/dev/null
 ddb_direct TagResource '{"ResourceArn":"arn:aws:dynamodb:us-east-1:000000000000:table/lab-users","Tags":[{"Key":"owner","Value":"someone"}]}' >/dev/null
 ddb_direct UpdateTable '{"TableName":"lab-events","ProvisionedThroughput":{"ReadCapacityUnits":5,"WriteCapacityUnits":1}}' >/dev/null
-for _ in $(seq 1 100); do
-	[ "$(ddb_direct DescribeTable '{"TableName":"lab-events"}' | jq -r .Table.TableStatus)" = ACTIVE ] && break
-	sleep 0.05
-done
+events_active() { [ "$(ddb_direct DescribeTable '{"TableName":"lab-events"}' | jq -r .Table.TableStatus)" = ACTIVE ]; }
+poll_until 60 events_active
 ddb "$T/ddb-v1.json" plan --detailed-exitcode
 check_rc "ddb: plan reports the drift" 2
 check_out_has "ddb: a changed item is drift" "module.ddb.item.ann: drift detected (changed)"
@@ -435,16 +436,16 @@ mo_bg "$T/ddb-crash.log" apply "$DDB_PLAN" --state "$T/ddb.db" --var endpoint="$
 	--var access_key="$DDB_KEY" --var secret_key="$DDB_SECRET" --var-file "$T/ddb-v4.json" \
 	--auto-approve --parallelism 2 --retry-max 1 --retry-base-ms 50
 APPLY_PID=$BG_PID
-for _ in $(seq 1 400); do
-	[ "$(ddb_direct Scan '{"TableName":"lab-bulk","Select":"COUNT"}' | jq -r '.Count // 0')" -ge 4 ] && break
-	sleep 0.05
-done
-BEFORE=$(ddb_direct Scan '{"TableName":"lab-bulk","Select":"COUNT"}' | jq -r '.Count // 0')
+# As for S3: kill as soon as the bulk is under way, count once it is back.
+bulk_count() { ddb_direct Scan '{"TableName":"lab-bulk","Select":"COUNT"}' | jq -r '.Count // 0'; }
+bulk_started() { [ "$(bulk_count)" -ge 4 ]; }
+poll_until 60 bulk_started
 stop_pid "$DYNALITE_PID" KILL
 mo_wait "$APPLY_PID"
 check_eq "ddb: the interrupted apply fails" 1 "$BG_RC"
-check_true "ddb: dynalite was killed part-way ($BEFORE of 20 items written)" test "$BEFORE" -lt 20
 start_dynalite "$DDB_PORT" "$T/ddbdata"
+BEFORE=$(bulk_count)
+check_true "ddb: dynalite was killed part-way ($BEFORE of 20 items written)" test "$BEFORE" -lt 20
 proxy_latency "$DDBV_PORT" 0
 ddb "$T/ddb-v4.json" apply
 check_rc "ddb: the next apply recovers" 0

@@ -103,10 +103,6 @@ check_said() {
 	fi
 }
 
-free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # ---- the image tarball, served on loopback ---------------------------------------------
 
 say "build the location-api image tarball"
@@ -124,15 +120,14 @@ SHA2=$(sha256sum "$T/www/location-api-v2.tar" | cut -d' ' -f1)
 python3 -u -m http.server 0 --bind 127.0.0.1 --directory "$T/www" >"$T/www.log" 2>&1 &
 WWW_PID=$!
 IT_PIDS+=("$WWW_PID")
-for _ in $(seq 1 100); do
-	grep -q 'port [0-9]' "$T/www.log" && break
-	sleep 0.05
-done
+poll_until 60 grep -q 'port [0-9]' "$T/www.log"
 WWW_PORT=$(grep -o 'port [0-9]*' "$T/www.log" | head -n 1 | awk '{print $2}')
 [ -n "$WWW_PORT" ] || { echo "the tarball server did not start" >&2; exit 1; }
 WWW=http://127.0.0.1:$WWW_PORT
 
-PORT=$(free_port)
+# la-web's published port: podman binds it again at every re-create; below
+# the ephemeral range no outgoing connection can take it in between.
+PORT=$(it_free_port)
 cat >"$T/plan.lua" <<EOF
 local socket = variable("socket", { type = "string" })
 local source = variable("source", { type = "string" })
@@ -163,7 +158,7 @@ module("edge", {
                    interval_s = 1, timeout_s = 2, retries = 3, start_period_s = start_period },
         restart = "unless-stopped",
         running = running,
-        wait_healthy_s = 30,
+        wait_healthy_s = 120,
       },
       ["la-side"] = {
         image = "location-api",
@@ -277,10 +272,7 @@ say "fault: the podman service is killed while la-web is being replaced"
 # health check, which is when the service goes away.
 V3=("${V2[@]}" --var start_period=3)
 mo_bg "$T/fault.log" apply "$T/plan.lua" "${V3[@]}" --auto-approve
-for _ in $(seq 1 200); do
-	grep -q "la-web: replace" "$T/fault.log" && break
-	sleep 0.05
-done
+poll_until 60 grep -q "la-web: replace" "$T/fault.log"
 sleep 1
 kill -KILL "$(cat "$PD/podman.pid")"
 mo_wait "$BG_PID"
@@ -304,7 +296,8 @@ check_rc "destroy exits 0" 0
 check_eq "podman has no container with the test label" "" "$(podman_containers)"
 check_eq "podman has no image with the test label" "" "$(podman_images)"
 check_eq "the state is empty" "" "$("$MECORCH" state list </dev/null)"
-check_true "nothing listens on the published port any more" \
-	bash -c "! curl -s --max-time 2 http://127.0.0.1:$PORT/ >/dev/null"
+port_closed() { ! curl -s --max-time 2 "http://127.0.0.1:$PORT/" >/dev/null; }
+poll_until 30 port_closed
+check_true "nothing listens on the published port any more" port_closed
 
 finish

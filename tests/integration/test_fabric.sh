@@ -25,24 +25,35 @@ FB_STATE=$T/fabric.state
 FB_AUTH=()
 
 # fb_start [fabric options...]: the provider on 127.0.0.1 (on $FB_PORT
-# again when set: a restart), its connections kept in $FB_STATE.
+# again when set: a restart), its connections kept in $FB_STATE.  The first
+# port is a free one below the ephemeral range (it_free_port; another one if
+# the provider could not bind it), so that no outgoing connection takes it
+# while the provider is down between a kill and its restart.
 fb_start() {
-	local pf i listen=127.0.0.1:0
-	[ -n "$FB_PORT" ] && listen=127.0.0.1:$FB_PORT
+	local pf i try port=$FB_PORT
 	pf=$T/fabric.port
-	rm -f "$pf"
-	"$FABRIC" --listen "$listen" --port-file "$pf" --state-file "$FB_STATE" "$@" >>"$FB_LOG" 2>&1 &
-	FB_PID=$!
-	IT_PIDS+=("$FB_PID")
-	for i in $(seq 1 200); do
+	for try in 1 2 3 4 5; do
+		[ -n "$FB_PORT" ] || port=$(it_free_port)
+		rm -f "$pf"
+		"$FABRIC" --listen "127.0.0.1:$port" --port-file "$pf" --state-file "$FB_STATE" "$@" \
+			>>"$FB_LOG" 2>&1 &
+		FB_PID=$!
+		IT_PIDS+=("$FB_PID")
+		for i in $(seq 1 1200); do # up to 60 s
+			[ -s "$pf" ] && break
+			kill -0 "$FB_PID" 2>/dev/null || break
+			sleep 0.05
+		done
 		[ -s "$pf" ] && break
-		if ! kill -0 "$FB_PID" 2>/dev/null; then
-			echo "fabric $* exited at start:" >&2
-			tail -n 5 "$FB_LOG" >&2
-			exit 1
-		fi
-		sleep 0.05
+		kill -KILL "$FB_PID" 2>/dev/null
+		wait "$FB_PID" 2>/dev/null
+		[ -n "$FB_PORT" ] && break # a restart: that port or none
 	done
+	if [ ! -s "$pf" ]; then
+		echo "fabric $* did not start:" >&2
+		tail -n 5 "$FB_LOG" >&2
+		exit 1
+	fi
 	FB_PORT=$(tr -d '[:space:]' <"$pf")
 	FB_URL=http://127.0.0.1:$FB_PORT
 }
@@ -57,15 +68,12 @@ fb_conn() {
 		'.[] | select(.name == $n) | "\(.state) \(.bandwidth_mbps) \(.a_side.vlan) \(.z_side.vlan)"'
 }
 fb_id() { fb_conns | jq -r --arg n "$1" '.[] | select(.name == $n) | .id'; }
-# Wait (up to ~10 s) until no connection is PENDING or DEPROVISIONING.
+# Wait (up to 60 s) until no connection is PENDING or DEPROVISIONING.
+_fb_settled() {
+	[ "$(fb_conns | jq '[.[] | select(.state == "PENDING" or .state == "DEPROVISIONING")] | length')" = 0 ]
+}
 fb_settle() {
-	local i
-	for i in $(seq 1 200); do
-		[ "$(fb_conns | jq '[.[] | select(.state == "PENDING" or .state == "DEPROVISIONING")] | length')" = 0 ] &&
-			return 0
-		sleep 0.05
-	done
-	return 1
+	poll_until 60 _fb_settled
 }
 
 # has DESC TEXT: the last `mo`'s stdout or stderr contains TEXT.
@@ -126,7 +134,7 @@ local ic = module("ic", {
     endpoint = endpoint,
     token = token ~= "" and token or nil,
     connections = conns,
-    timeout_s = 20,
+    timeout_s = 120,
     poll_interval_ms = 50,
   },
 })
@@ -277,10 +285,8 @@ check_rc "late removed first" 0
 fb_settle
 lates_before=$(grep -c '(late): created PENDING' "$FB_LOG")
 mo_bg "$T/bg.log" apply "$PLAN" "${V[@]}" "${V2[@]}" --retry-max 1 --retry-base-ms 10 --auto-approve
-for _ in $(seq 1 200); do
-	[ "$(grep -c '(late): created PENDING' "$FB_LOG")" -gt "$lates_before" ] && break
-	sleep 0.05
-done
+late_created() { [ "$(grep -c '(late): created PENDING' "$FB_LOG")" -gt "$lates_before" ]; }
+poll_until 60 late_created
 late_id=$(grep '(late): created PENDING' "$FB_LOG" | tail -n 1 | sed 's/.* \(conn-[0-9a-f]*\) .*/\1/')
 kill -KILL "$FB_PID"
 mo_wait "$BG_PID"

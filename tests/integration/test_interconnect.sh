@@ -74,7 +74,9 @@ vars() {
 		--var b_host="$SITE2_ADDR" --var b_fp="${B_FP:-$SITE2_FP}" --var b_root="$SITE2_ROOT"
 }
 
-# Run quietly (ping and ip print a lot); the status is what counts.
+# Run quietly (ping and ip print a lot); the status is what counts.  A ping
+# that must get through gets a deadline (-c 1 -w 30: it ends at the first
+# reply); one that must fail keeps a short wait.
 quiet() {
 	"$@" >/dev/null 2>&1
 }
@@ -106,8 +108,8 @@ check_eq "B's file content" "managed by mecorch: site_b" "$(cat "$SITE2_ROOT/mot
 check_true "B's service running" pid_alive "$SITE2_ROOT/beacon.pid"
 check_true "VXLAN on A: id 42, remote B" bash -c \
 	"ip -n $A -d link show vx42 | grep -q 'vxlan id 42 remote $SITE2_ADDR local $SITE1_ADDR'"
-check_true "ping A -> B over the overlay" quiet ip netns exec "$A" ping -c 2 -W 1 10.250.200.2
-check_true "ping B -> A over the overlay" quiet ip netns exec "$B" ping -c 2 -W 1 10.250.200.1
+check_true "ping A -> B over the overlay" quiet ip netns exec "$A" ping -c 1 -w 30 10.250.200.2
+check_true "ping B -> A over the overlay" quiet ip netns exec "$B" ping -c 1 -w 30 10.250.200.1
 
 mo plan "$PLAN" $(vars) --detailed-exitcode
 check_rc "plan is empty after apply" 0
@@ -122,7 +124,7 @@ check_rc "refresh reports drift" 2
 check_has "on the link's B end" "module.overlay.vxlan.b"
 mo apply "$PLAN" $(vars) --auto-approve
 check_rc "apply repairs it" 0
-check_true "ping A -> B works again" quiet ip netns exec "$A" ping -c 2 -W 1 10.250.200.2
+check_true "ping A -> B works again" quiet ip netns exec "$A" ping -c 1 -w 30 10.250.200.2
 
 # ---- a new VNI -----------------------------------------------------------------
 
@@ -137,7 +139,7 @@ mo apply "$PLAN" $(vars) --var vni=43 --auto-approve
 check_rc "apply succeeds" 0
 check_true "vx42 is gone on A" bash -c "! ip -n $A link show vx42 >/dev/null 2>&1"
 check_true "vx43 on B has id 43" bash -c "ip -n $B -d link show vx43 | grep -q 'vxlan id 43 '"
-check_true "ping A -> B over the new overlay" quiet ip netns exec "$A" ping -c 2 -W 1 10.250.200.2
+check_true "ping A -> B over the new overlay" quiet ip netns exec "$A" ping -c 1 -w 30 10.250.200.2
 mo plan "$PLAN" $(vars) --var vni=43 --detailed-exitcode
 check_rc "plan is empty again" 0
 
@@ -152,6 +154,6 @@ check_true "link gone on B" bash -c "! ip -n $B link show vx43 >/dev/null 2>&1"
 check_true "the ping fails" bash -c "! ip netns exec $A ping -c 1 -W 1 10.250.200.2 >/dev/null 2>&1"
 check_true "files removed" test ! -e "$SITE1_ROOT/motd" -a ! -e "$SITE2_ROOT/motd"
 check_true "A's service stopped" bash -c "! kill -0 $pa 2>/dev/null || grep -q '^State:.*zombie' /proc/$pa/status"
-check_true "the underlay itself still works" quiet ip netns exec "$A" ping -c 1 -W 1 "$SITE2_ADDR"
+check_true "the underlay itself still works" quiet ip netns exec "$A" ping -c 1 -w 30 "$SITE2_ADDR"
 
 finish

@@ -21,18 +21,29 @@ fi
 K8S_PID=
 K8S_PORT=
 # k8s_start [PORT]: the emulator on 127.0.0.1 (a free port, or PORT), with
-# its objects kept in $T/k8s-state.json across restarts.
+# its objects kept in $T/k8s-state.json across restarts.  The free port is
+# one below the ephemeral range (it_free_port; another one if the emulator
+# could not bind it), so that no outgoing connection takes it while the
+# emulator is down between a kill and its restart on it.
 k8s_start() {
-	local pf=$T/k8s.port i
-	rm -f "$pf"
-	"$K8S" --listen "127.0.0.1:${1:-0}" --port-file "$pf" --token "$TOKEN" --readonly-token ro-$$ \
-		--rollout-delay-ms 300 --terminating-ms 300 --state-file "$T/k8s-state.json" \
-		>>"$T/k8s.log" 2>&1 &
-	K8S_PID=$!
-	IT_PIDS+=("$K8S_PID")
-	for i in $(seq 1 200); do
+	local pf=$T/k8s.port i try port=${1:-}
+	for try in 1 2 3 4 5; do
+		[ -n "${1:-}" ] || port=$(it_free_port)
+		rm -f "$pf"
+		"$K8S" --listen "127.0.0.1:$port" --port-file "$pf" --token "$TOKEN" --readonly-token ro-$$ \
+			--rollout-delay-ms 300 --terminating-ms 300 --state-file "$T/k8s-state.json" \
+			>>"$T/k8s.log" 2>&1 &
+		K8S_PID=$!
+		IT_PIDS+=("$K8S_PID")
+		for i in $(seq 1 1200); do # up to 60 s
+			[ -s "$pf" ] && break
+			kill -0 "$K8S_PID" 2>/dev/null || break
+			sleep 0.05
+		done
 		[ -s "$pf" ] && break
-		sleep 0.05
+		kill -KILL "$K8S_PID" 2>/dev/null
+		wait "$K8S_PID" 2>/dev/null
+		[ -n "${1:-}" ] && break # a restart: that port or none
 	done
 	[ -s "$pf" ] || { echo "the k8s emulator did not start" >&2; tail -n 5 "$T/k8s.log" >&2; exit 1; }
 	K8S_PORT=$(tr -d '[:space:]' <"$pf")
@@ -104,7 +115,7 @@ module("cluster", {
         image = image, replicas = replicas, port = 8081, selector = { tier = tier },
         env = { LOCATION_API_ROOT = "http://location-api.edge-it" },
         annotations = { ["lab.mecorch.io/rollout-fail"] = fail },
-        timeout_s = 20,
+        timeout_s = 120,
       },
     },
     services = {
@@ -222,10 +233,7 @@ check_rc "plan is empty again" 0
 say "fault: the API server is killed during a rollout, restarted, apply again"
 kc -X PUT "$K8S_URL/_config" -d '{"rollout_delay_ms":4000}' >/dev/null
 mo_bg "$T/fault.log" apply "$T/plan.lua" "${V[@]}" --var replicas=4 --var greeting=bonjour --auto-approve
-for _ in $(seq 1 200); do
-	grep -q "deployment.edge-it/location-api: update\.\.\." "$T/fault.log" && break
-	sleep 0.05
-done
+poll_until 60 grep -q "deployment.edge-it/location-api: update\.\.\." "$T/fault.log"
 sleep 0.5
 kill -KILL "$K8S_PID"
 wait "$K8S_PID" 2>/dev/null

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # test_parallelism.sh - --parallelism is the exact bound of actions in flight:
-# 200 independent objects, labcloud holding every request 300 ms, so the
-# bound is reached and labcloud's max_in_flight shows it.
+# 200 independent objects, labcloud holding every request 500 ms, so the
+# bound is reached and labcloud's max_in_flight shows it.  (Reaching it
+# takes starting 40 requests within one request's latency: 500 ms keeps
+# that true on a slow, loaded machine.)
 source "$(dirname "$0")/lib.sh" || exit 1
 
 FLAT=$FIXTURES/plans/flat.lua
-lab_start --latency-ms 300
+lab_start --latency-ms 500
 V=(--var "endpoint=$LAB_URL" --var count=200)
 
 say "apply --parallelism 16 on an empty state"

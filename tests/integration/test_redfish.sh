@@ -23,24 +23,35 @@ RF_STATE=$T/redfish.state
 RF_AUTH=()
 
 # rf_start [redfish options...]: the BMC on 127.0.0.1 (on $RF_PORT again
-# when set: a restart), its machines kept in $RF_STATE.
+# when set: a restart), its machines kept in $RF_STATE.  The first port is
+# a free one below the ephemeral range (it_free_port; another one if the
+# BMC could not bind it), so that no outgoing connection takes it while the
+# BMC is down between a kill and its restart.
 rf_start() {
-	local pf i listen=127.0.0.1:0
-	[ -n "$RF_PORT" ] && listen=127.0.0.1:$RF_PORT
+	local pf i try port=$RF_PORT
 	pf=$T/redfish.port
-	rm -f "$pf"
-	"$REDFISH" --listen "$listen" --port-file "$pf" --state-file "$RF_STATE" "$@" >>"$RF_LOG" 2>&1 &
-	RF_PID=$!
-	IT_PIDS+=("$RF_PID")
-	for i in $(seq 1 200); do
+	for try in 1 2 3 4 5; do
+		[ -n "$RF_PORT" ] || port=$(it_free_port)
+		rm -f "$pf"
+		"$REDFISH" --listen "127.0.0.1:$port" --port-file "$pf" --state-file "$RF_STATE" "$@" \
+			>>"$RF_LOG" 2>&1 &
+		RF_PID=$!
+		IT_PIDS+=("$RF_PID")
+		for i in $(seq 1 1200); do # up to 60 s
+			[ -s "$pf" ] && break
+			kill -0 "$RF_PID" 2>/dev/null || break
+			sleep 0.05
+		done
 		[ -s "$pf" ] && break
-		if ! kill -0 "$RF_PID" 2>/dev/null; then
-			echo "redfish $* exited at start:" >&2
-			tail -n 5 "$RF_LOG" >&2
-			exit 1
-		fi
-		sleep 0.05
+		kill -KILL "$RF_PID" 2>/dev/null
+		wait "$RF_PID" 2>/dev/null
+		[ -n "$RF_PORT" ] && break # a restart: that port or none
 	done
+	if [ ! -s "$pf" ]; then
+		echo "redfish $* did not start:" >&2
+		tail -n 5 "$RF_LOG" >&2
+		exit 1
+	fi
 	RF_PORT=$(tr -d '[:space:]' <"$pf")
 	RF_URL=http://127.0.0.1:$RF_PORT
 }
@@ -54,14 +65,12 @@ rf_sys() {
 	rf_state | jq -r --arg s "System.Embedded.$1" \
 		'.systems[$s] | "\(.PowerState) \(.Boot.BootSourceOverrideEnabled) \(.Boot.BootSourceOverrideTarget)"'
 }
-# Wait (up to ~10 s) until system N has no power transition pending.
+# Wait (up to 60 s) until system N has no power transition pending.
+_rf_settled() {
+	[ "$(rf_state | jq -r --arg s "System.Embedded.$1" '.systems[$s].pending')" = null ]
+}
 rf_settle() {
-	local i
-	for i in $(seq 1 200); do
-		[ "$(rf_state | jq -r --arg s "System.Embedded.$1" '.systems[$s].pending')" = null ] && return 0
-		sleep 0.05
-	done
-	return 1
+	poll_until 60 _rf_settled "$1"
 }
 # has DESC TEXT: the last `mo`'s stdout or stderr contains TEXT (grep on
 # the files: no pipe, so no SIGPIPE under pipefail on long outputs).
@@ -128,7 +137,7 @@ local bmc = module("bmc", {
     systems = systems,
     off_reset_type = "ForceOff",
     on_delete = on_delete,
-    power_timeout_s = 20,
+    power_timeout_s = 120,
     poll_interval_ms = 50,
   },
 })
@@ -140,6 +149,9 @@ rf_start --systems 3 --power-delay-ms 400
 V=(--var "endpoint=$RF_URL")
 
 say "apply: arm a one-time PXE boot on S1 and power it on; S2 off; S3 boots from Hdd"
+# This power-on takes 1.5 s, so that the module's polls surely see the
+# transition pending (stale_reads below) however slow the machine.
+rf_config '{"power_delay_ms":1500}'
 mo apply "$PLAN" "${V[@]}" --auto-approve
 check_rc "apply exits 0" 0
 has "4 resources created" "4 created, 0 updated"
@@ -154,6 +166,7 @@ check_eq "the Reset was accepted before PowerState On showed (BMC log order)" 1 
 	"$([ "$(log_line 'System.Embedded.1: Reset On accepted')" -lt "$(log_line 'System.Embedded.1: PowerState On')" ] && echo 1)"
 check_true "the module read S1 still Off while the transition was pending (stale_reads > 0)" \
 	test "$(rf_stat .stale_reads)" -gt 0
+rf_config '{"power_delay_ms":400}'
 check_power_matches "state power_state == the machines' PowerState"
 
 say "plan right after apply is empty; the consumed override is reported, not re-armed"
@@ -239,10 +252,8 @@ rf_config '{"power_delay_ms":2500}'
 resets_before=$(grep -c 'System.Embedded.1: Reset On accepted' "$RF_LOG")
 mo_bg "$T/bg.log" apply "$PLAN" "${V[@]}" --var s1_gen=2 --var s1_power=On --var s2_power=On \
 	--var s3_target=Usb --retry-max 1 --retry-base-ms 10 --auto-approve
-for _ in $(seq 1 200); do
-	[ "$(grep -c 'System.Embedded.1: Reset On accepted' "$RF_LOG")" -gt "$resets_before" ] && break
-	sleep 0.05
-done
+reset_accepted() { [ "$(grep -c 'System.Embedded.1: Reset On accepted' "$RF_LOG")" -gt "$resets_before" ]; }
+poll_until 60 reset_accepted
 kill -KILL "$RF_PID"
 mo_wait "$BG_PID"
 check_true "the interrupted apply failed (exit $BG_RC)" test "$BG_RC" != 0

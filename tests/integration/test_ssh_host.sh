@@ -146,7 +146,7 @@ check_eq "mode restored" "640" "$(stat -c %a "$R/etc/app.conf")"
 
 say "service killed behind mecorch's back"
 kill -KILL -- "-$P1" 2>/dev/null || kill -KILL "$P1"
-for _ in $(seq 50); do running "$P1" || break; sleep 0.1; done
+for _ in $(seq 300); do running "$P1" || break; sleep 0.1; done # up to 30 s
 mo plan "$T/plan.lua" "${V[@]}" "${K[@]}" --detailed-exitcode
 check_rc "plan sees a change" 2
 check_has "the service is stopped" 'status = "stopped" -> "running"'

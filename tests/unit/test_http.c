@@ -580,19 +580,22 @@ static void test_http_dropped_connection(void **state)
 	rt_fini(&rt);
 }
 
-static int closed_port(void)
+/* A port of 127.0.0.1 that refuses connections: bound by *fd but never
+ * listening.  The caller keeps *fd open while it connects (then closes
+ * it): so no other process can start listening there, and no connect()
+ * can pick the port as its own source port and connect to itself. */
+static int closed_port(int *fd)
 {
 	struct sockaddr_in sin;
 	socklen_t len = sizeof(sin);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+	*fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(*fd >= 0);
 	memset(&sin, 0, sizeof(sin));
 	sin.sin_family = AF_INET;
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-	port = ntohs(sin.sin_port);
-	close(fd); /* bound but never listening: connections are refused */
-	return port;
+	assert_int_equal(bind(*fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(getsockname(*fd, (struct sockaddr *)&sin, &len), 0);
+	return ntohs(sin.sin_port);
 }
 
 static void test_http_connection_refused(void **state)
@@ -601,7 +604,7 @@ static void test_http_connection_refused(void **state)
 	result r;
 	char u[128], want[160];
 	mo_http_request req = { .method = "POST", .url = u };
-	int port = closed_port();
+	int fd, port = closed_port(&fd);
 	(void)state;
 
 	snprintf(u, sizeof(u), "http://user:secret@127.0.0.1:%d/x", port);
@@ -619,6 +622,7 @@ static void test_http_connection_refused(void **state)
 	assert_non_null(strstr(last_log, "http warn: POST http://***@127.0.0.1:"));
 	assert_null(strstr(last_log, "secret"));
 	result_free(&r);
+	close(fd);
 
 	/* An interrupt (Ctrl-C) starts nothing new, but the actions in flight
 	 * finish and are recorded: a request in flight keeps its retries. */
@@ -907,8 +911,9 @@ static void test_http_abort(void **state)
 	mo_http_abort(call);
 	assert_int_equal(mo_loop_pending(rt.loop), 0);
 
-	/* In flight: the transfer is stopped, the callback never runs. */
-	req.url = url("/slow/600");
+	/* In flight: the transfer is stopped, the callback never runs (the
+	 * answer comes 3 s after the request: far later than one pass). */
+	req.url = url("/slow/3000");
 	assert_int_equal(mo_http_start(&call, &rt, &req, on_done, &r), 0);
 	assert_int_equal(mo_loop_run_once(rt.loop, 50), 0);
 	mo_http_abort(call);
@@ -1134,7 +1139,7 @@ static void test_http_lua_errors(void **state)
 	/* Transport failure: the message names the URL. */
 	{
 		char code[256];
-		int port = closed_port();
+		int fd, port = closed_port(&fd);
 		rt.http.max_retries = 1;
 		snprintf(code, sizeof(code),
 			 "local ctx = ...\nctx.http.request{ url = 'http://127.0.0.1:%d/nothing' }\n", port);
@@ -1143,6 +1148,7 @@ static void test_http_lua_errors(void **state)
 		assert_non_null(strstr(mo_error_last()->message, want));
 		assert_non_null(strstr(mo_error_last()->message, "after 2 attempts"));
 		mo_task_free(t);
+		close(fd);
 	}
 
 	/* Outside a task. */

@@ -111,17 +111,38 @@ static void create_namespace(const emu_proc *k, const char *name)
 	emu_resp_free(&r);
 }
 
-/* Poll GET path until the string at field equals want (at most ~10 s). */
+/* How long a poll waits for a rollout or a termination: far more than the
+ * emulator's delays, for a slow (sanitized, loaded) machine. */
+#define POLL_MS 30000
+
+/* GET path into *r until the integer at field equals want, or POLL_MS have
+ * passed; *r holds the last answer either way (the caller's to free). */
+static void poll_int(const emu_proc *k, const char *path, const char *field, json_int_t want,
+		     emu_resp *r)
+{
+	int64_t end = mo_now_ms() + POLL_MS;
+	for (;;) {
+		api(k, "GET", path, NULL, r);
+		if (int_at(r->json, field) == want || mo_now_ms() >= end)
+			return;
+		emu_resp_free(r);
+		emu_sleep_ms(50);
+	}
+}
+
+/* Poll GET path until the string at field equals want (at most POLL_MS). */
 static void wait_for(const emu_proc *k, const char *path, const char *field, const char *want)
 {
 	emu_resp r;
-	for (int i = 0; i < 200; i++) {
+	for (int64_t end = mo_now_ms() + POLL_MS;;) {
 		api(k, "GET", path, NULL, &r);
 		if (strcmp(str_at(r.json, field), want) == 0) {
 			emu_resp_free(&r);
 			return;
 		}
 		emu_resp_free(&r);
+		if (mo_now_ms() >= end)
+			break;
 		emu_sleep_ms(50);
 	}
 	fail_msg("%s: %s never became %s", path, field, want);
@@ -281,13 +302,7 @@ static void test_k8s_rollout_and_generation(void **state)
 	emu_resp_free(&r);
 
 	/* Available once rolled out. */
-	for (int i = 0; i < 200; i++) {
-		api(k, "GET", path, NULL, &r);
-		if (int_at(r.json, "status/availableReplicas") == 2)
-			break;
-		emu_resp_free(&r);
-		emu_sleep_ms(50);
-	}
+	poll_int(k, path, "status/availableReplicas", 2, &r);
 	assert_int_equal(int_at(r.json, "status/availableReplicas"), 2);
 	assert_int_equal(int_at(r.json, "status/observedGeneration"), 1);
 	{
@@ -315,13 +330,7 @@ static void test_k8s_rollout_and_generation(void **state)
 	assert_int_equal(int_at(r.json, "status/updatedReplicas"), 0);
 	assert_string_equal(revision(r.json), "2");
 	emu_resp_free(&r);
-	for (int i = 0; i < 200; i++) {
-		api(k, "GET", path, NULL, &r);
-		if (int_at(r.json, "status/updatedReplicas") == 2)
-			break;
-		emu_resp_free(&r);
-		emu_sleep_ms(50);
-	}
+	poll_int(k, path, "status/updatedReplicas", 2, &r);
 	assert_int_equal(int_at(r.json, "status/observedGeneration"), 2);
 	assert_int_equal(int_at(r.json, "status/availableReplicas"), 2);
 	emu_resp_free(&r);
@@ -332,7 +341,10 @@ static void test_k8s_namespace_termination(void **state)
 	emu_proc *k = *state;
 	emu_resp r;
 
-	EMU_OK(emu_start(k, "--terminating-ms", "200", NULL));
+	/* Terminating for 3 s: the three requests right after the delete must
+	 * all see it terminating, however slow the machine (at 200 ms a loaded
+	 * machine was seen to answer the second DELETE with 404, not 409). */
+	EMU_OK(emu_start(k, "--terminating-ms", "3000", NULL));
 	create_namespace(k, "doomed");
 	api(k, "POST", "/api/v1/namespaces/doomed/configmaps", "{\"metadata\":{\"name\":\"c\"}}", &r);
 	assert_int_equal(r.status, 201);

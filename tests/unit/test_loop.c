@@ -143,20 +143,24 @@ static void drain(mo_loop *loop)
 		assert_int_equal(mo_loop_run_once(loop, 1000), 0);
 }
 
+/* The delays are STEP ms apart: a timer's due time counts from its own
+ * arming, so the order holds as long as arming all five takes less than
+ * STEP, which a preempted thread on a loaded machine easily exceeds at 10. */
 static void test_loop_timer_order(void **state)
 {
+	enum { STEP = 400 };
 	mo_loop *loop;
 	trace tr = { 0 };
 	tagged a = { &tr, 30 }, b = { &tr, 10 }, c = { &tr, 20 }, d = { &tr, 0 }, e = { &tr, 11 };
 	(void)state;
 
 	assert_int_equal(mo_loop_new(&loop), 0);
-	assert_int_equal(mo_loop_timer(loop, 30, record, &a, NULL), 0);
-	assert_int_equal(mo_loop_timer(loop, 10, record, &b, NULL), 0);
-	assert_int_equal(mo_loop_timer(loop, 20, record, &c, NULL), 0);
+	assert_int_equal(mo_loop_timer(loop, 3 * STEP, record, &a, NULL), 0);
+	assert_int_equal(mo_loop_timer(loop, STEP, record, &b, NULL), 0);
+	assert_int_equal(mo_loop_timer(loop, 2 * STEP, record, &c, NULL), 0);
 	assert_int_equal(mo_loop_timer(loop, 0, record, &d, NULL), 0);
 	/* same delay as b, armed later: runs after it */
-	assert_int_equal(mo_loop_timer(loop, 10, record, &e, NULL), 0);
+	assert_int_equal(mo_loop_timer(loop, STEP, record, &e, NULL), 0);
 	assert_int_equal(mo_loop_pending(loop), 5);
 	drain(loop);
 	assert_int_equal(tr.n, 5);

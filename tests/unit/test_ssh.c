@@ -88,34 +88,77 @@ static int sh_line(char *out, size_t outsz, const char *cmd)
 	return 0;
 }
 
+/* A port for sshd (which takes it in its configuration): one that binds
+ * now, chosen at random below the kernel's ephemeral range, where neither
+ * bind(0) nor outgoing connections take ports, so that nothing but a
+ * request for that very port can take it before sshd binds it. */
 static int free_port(void)
 {
-	struct sockaddr_in a;
-	socklen_t len = sizeof(a);
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		port = ntohs(a.sin_port);
-	if (fd >= 0)
+	unsigned lo = 32768, base = 10000, span;
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+
+	if (f) {
+		if (fscanf(f, "%u", &lo) != 1)
+			lo = 32768;
+		fclose(f);
+	}
+	span = lo > base + 2000 ? lo - base : 0;
+	if (!span) { /* no room below the range: any unprivileged port */
+		base = 1024;
+		span = 65536 - base;
+	}
+	for (int tries = 0; tries < 500; tries++) {
+		struct sockaddr_in a;
+		unsigned r = 0;
+		int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+		if (fd < 0)
+			return -1;
+		if (mo_random(&r, sizeof(r)) < 0)
+			r = (unsigned)rand();
+		memset(&a, 0, sizeof(a));
+		a.sin_family = AF_INET;
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		a.sin_port = htons((uint16_t)(base + r % span));
+		ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
 		close(fd);
-	return port;
+		if (ok)
+			return (int)(base + r % span);
+	}
+	return -1;
 }
 
-static int port_open(int port)
+/* Does process pid hold a TCP socket listening on port?  (/proc/net/tcp
+ * names the listening socket's inode; pid's fds link to "socket:[inode]".)
+ * So the server counts as up only when the port is its own, not when
+ * another process that took the port first answers on it. */
+static int pid_listens(pid_t pid, int port)
 {
-	struct sockaddr_in a;
-	int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
-	memset(&a, 0, sizeof(a));
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	a.sin_port = htons((uint16_t)port);
-	ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-	if (fd >= 0)
-		close(fd);
-	return ok;
+	char line[512], path[64], link[64], want[64];
+	unsigned long inode;
+	int found = 0;
+	FILE *f = fopen("/proc/net/tcp", "r");
+
+	if (!f)
+		return 0;
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned lport, st;
+		if (sscanf(line, " %*d: %*x:%x %*x:%*x %x %*x:%*x %*x:%*x %*x %*u %*u %lu", &lport,
+			   &st, &inode) != 3 ||
+		    (int)lport != port || st != 0x0A)
+			continue;
+		snprintf(want, sizeof(want), "socket:[%lu]", inode);
+		for (int fd = 0; fd < 256 && !found; fd++) {
+			ssize_t n;
+			snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+			n = readlink(path, link, sizeof(link) - 1);
+			if (n <= 0)
+				continue;
+			link[n] = '\0';
+			found = strcmp(link, want) == 0;
+		}
+	}
+	fclose(f);
+	return found;
 }
 
 /* Start server i (sshd -D as a child) on a free port; 0 when it listens. */
@@ -124,7 +167,7 @@ static int start_sshd(int i)
 	char cfg[128];
 	FILE *f;
 
-	for (int attempt = 0; attempt < 3; attempt++) {
+	for (int attempt = 0; attempt < 5; attempt++) {
 		int status;
 		lab.port[i] = free_port();
 		snprintf(cfg, sizeof(cfg), "%s/sshd%d.conf", lab.dir, i);
@@ -155,8 +198,9 @@ static int start_sshd(int i)
 		}
 		if (lab.pid[i] < 0)
 			return -1;
-		for (int k = 0; k < 100; k++) {
-			if (port_open(lab.port[i]))
+		/* up to 60 s for sshd to listen: a loaded machine starts it slowly */
+		for (int64_t end = mo_now_ms() + 60000; mo_now_ms() < end;) {
+			if (pid_listens(lab.pid[i], lab.port[i]))
 				return 0;
 			if (waitpid(lab.pid[i], &status, WNOHANG) == lab.pid[i])
 				break; /* port taken meanwhile, or a bad config: retry */
@@ -251,6 +295,17 @@ static int count_in_file(const char *path, const char *needle)
 static int accepted(int i)
 {
 	return count_in_file(lab.log[i], "Accepted publickey for " TEST_USER);
+}
+
+/* accepted(i) once it reaches at least want, or after 30 s: sshd's monitor
+ * writes "Accepted publickey" after it lets the session go on, so the line
+ * may come a moment after the client is in. */
+static int accepted_once(int i, int want)
+{
+	int n = accepted(i);
+	for (int64_t end = mo_now_ms() + 30000; n < want && mo_now_ms() < end; n = accepted(i))
+		usleep(20 * 1000);
+	return n;
 }
 
 /* ---- tasks -------------------------------------------------------------- */
@@ -466,6 +521,9 @@ static void test_ssh_exec_large(void **state)
 	mo_free(big);
 }
 
+/* The timeout bounds connecting too: the session is opened first by a
+ * call without one, so that only the command can run out of time, and the
+ * bound is far above a channel's opening on a slow machine. */
 static void test_ssh_timeout(void **state)
 {
 	mo_rt rt;
@@ -474,7 +532,8 @@ static void test_ssh_timeout(void **state)
 	char want[256];
 	const char *chunk =
 		"local ctx, P = ...\n"
-		"local ok, err = pcall(ctx.ssh.exec, { " CONN1 ", timeout_ms = 500,\n"
+		"assert(ctx.ssh.exec{ " CONN1 ", command = 'true' }.status == 0)\n"
+		"local ok, err = pcall(ctx.ssh.exec, { " CONN1 ", timeout_ms = 2000,\n"
 		"  command = 'echo $$ > ' .. P.dir .. '/sleeper.pid; exec sleep 30' })\n"
 		"local r = ctx.ssh.exec{ " CONN1 ", command = 'echo after' }\n"
 		"return ok, err, r.stdout\n";
@@ -486,7 +545,7 @@ static void test_ssh_timeout(void **state)
 	assert_int_equal(run1(&rt, sb, chunk, &j), 0);
 	assert_false(lua_toboolean(mo_task_thread(j.t), -3));
 	snprintf(want, sizeof(want),
-		 "ctx.ssh.exec: " TEST_USER "@127.0.0.1:%d: timed out after 500 ms "
+		 "ctx.ssh.exec: " TEST_USER "@127.0.0.1:%d: timed out after 2000 ms "
 		 "(command: echo $$ > %s/sleeper.pid; exec sleep 30)",
 		 lab.port[0], lab.dir);
 	assert_string_equal(lua_tostring(mo_task_thread(j.t), -2), want);
@@ -775,18 +834,19 @@ static void test_ssh_reuse(void **state)
 		assert_string_equal(lua_tostring(mo_task_thread(j[i].t), -1), "a\nr");
 		mo_task_free(j[i].t);
 	}
-	assert_int_equal(accepted(0), before + 1);
+	assert_int_equal(accepted_once(0, before + 1), before + 1);
 	/* a new run connects again */
 	mo_rt_release(&rt);
 	assert_int_equal(run1(&rt, sb, par, &j[0]), 0);
 	mo_task_free(j[0].t);
-	assert_int_equal(accepted(0), before + 2);
+	assert_int_equal(accepted_once(0, before + 2), before + 2);
 	mo_sandbox_free(sb);
 	rt_fini(&rt);
 }
 
-/* Two hosts at once: each command waits (bounded) for the other to have
- * started, which only happens when both run at the same time. */
+/* Two hosts at once: each command waits (bounded, 60 s: each needs its own
+ * connection first) for the other to have started, which only happens
+ * when both run at the same time. */
 static void test_ssh_parallel_hosts(void **state)
 {
 	mo_rt rt;
@@ -804,7 +864,7 @@ static void test_ssh_parallel_hosts(void **state)
 			"local r = ctx.ssh.exec{ host = P.host, port = P.port%d, user = P.user,\n"
 			"  key_file = P.key_file, host_key_sha256 = P.fp%d, command =\n"
 			"  'cd ' .. P.dir .. '/home && rm -f ' .. me .. '.started; touch ' .. me .. "
-			"'.started; i=0; while [ ! -e ' .. other .. '.started ] && [ $i -lt 150 ]; do sleep 0.1; "
+			"'.started; i=0; while [ ! -e ' .. other .. '.started ] && [ $i -lt 600 ]; do sleep 0.1; "
 			"i=$((i+1)); done; [ -e ' .. other .. '.started ] && echo met || echo alone' }\n"
 			"return r.stdout\n",
 			i ? "b" : "a", i ? "a" : "b", i + 1, i + 1);
@@ -947,7 +1007,7 @@ static void pool_work(void *ud)
 		pp->order[it->key][pp->norder[it->key]++] = it->seq;
 	}
 	/* key 1's first job announces itself; key 0's first job waits for it
-	 * (bounded), which only works when both run at once */
+	 * (bounded, 60 s), which only works when both run at once */
 	if (it->key == 1 && it->seq == 0) {
 		pp->b_started = 1;
 		pthread_cond_broadcast(&pp->cv);
@@ -955,7 +1015,7 @@ static void pool_work(void *ud)
 	if (it->key == 0 && it->seq == 0) {
 		struct timespec until;
 		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += 10;
+		until.tv_sec += 60;
 		while (!pp->b_started && pthread_cond_timedwait(&pp->cv, &pp->mu, &until) == 0)
 			;
 		pp->met = pp->b_started;

@@ -24,7 +24,10 @@
 #include <unistd.h>
 
 #define EMU_MAX_ARGS 48
-#define EMU_WAIT_STEPS 1000 /* of 10 ms: 10 s */
+/* Bounds of the waits for a child to listen and to stop: generous, for a
+ * sanitized build on a slow, loaded machine. */
+#define EMU_START_MS 60000
+#define EMU_STOP_MS  30000
 
 void emu_sleep_ms(long ms)
 {
@@ -138,7 +141,7 @@ int emu_startv(emu_proc *p, const char *listen, const char *const *args)
 		p->pid = 0;
 		return mo_error_set(MO_ERROR, "fork: %s", strerror(errno));
 	}
-	for (int i = 0; i < EMU_WAIT_STEPS; i++) {
+	for (int64_t end = mo_now_ms() + EMU_START_MS; mo_now_ms() < end;) {
 		if (mo_file_read(&text, &len, p->port_file) == 0)
 			break;
 		if (waitpid(p->pid, &status, WNOHANG) != 0) {
@@ -182,7 +185,8 @@ int emu_stop(emu_proc *p)
 	if (p->pid <= 0)
 		return 0;
 	kill(p->pid, SIGTERM);
-	for (int i = 0; i < EMU_WAIT_STEPS && (w = waitpid(p->pid, &status, WNOHANG)) == 0; i++)
+	for (int64_t end = mo_now_ms() + EMU_STOP_MS;
+	     (w = waitpid(p->pid, &status, WNOHANG)) == 0 && mo_now_ms() < end;)
 		emu_sleep_ms(10);
 	if (w == 0) {
 		emu_kill(p);

@@ -84,7 +84,7 @@ int emu_free(emu_proc *p);
 int emu_teardown(void **state);
 
 /* Start the emulator: bin --listen LISTEN --port-file FILE [always...]
- * [args...] with stdout on /dev/null, and wait up to 10 s for the port
+ * [args...] with stdout on /dev/null, and wait up to 60 s for the port
  * file.  listen NULL means "127.0.0.1:0"; args is NULL-terminated or NULL.
  * Fails (MO_ERROR) when the binary is missing, the child exits first or
  * the file does not come; a child that did start is then killed and reaped. */
@@ -92,7 +92,7 @@ int emu_startv(emu_proc *p, const char *listen, const char *const *args);
 /* emu_startv on 127.0.0.1:0 with the NULL-terminated arguments after p. */
 int emu_start(emu_proc *p, ...) __attribute__((sentinel));
 
-/* SIGTERM and reap within 10 s (else SIGKILL).  0 when the child exited
+/* SIGTERM and reap within 30 s (else SIGKILL).  0 when the child exited
  * with status 0 or none runs, MO_ERROR otherwise (reason on stderr too). */
 int emu_stop(emu_proc *p);
 /* SIGKILL and reap, giving the child no chance to clean up. */
