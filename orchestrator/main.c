@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,7 @@ enum {
 	F_REFRESH = 1 << 6,/* --refresh */
 	F_SRC = 1 << 7,    /* --lock-file, --cache-dir */
 	F_UPGRADE = 1 << 8,/* --upgrade */
-	F_SENS = 1 << 9,   /* --show-sensitive */
+	F_LIMITS = 1 << 9, /* --task-memory, --task-instructions */
 	F_DETAIL = 1 << 10,/* --detailed-exitcode alone (refresh) */
 };
 
@@ -50,17 +51,27 @@ typedef struct cli {
 	const char *lock_path;
 	const char *cache_dir;
 	json_t *vars;
-	int parallelism, fail_fast, json, color, auto_approve, detailed, destroy, refresh, upgrade;
-	int show_sensitive, lease_s;
+	int parallelism, fail_fast, json, auto_approve, detailed, destroy, refresh, upgrade;
+	int color_out, color_err; /* ANSI colours on stdout, on stderr */
+	int lease_s;
 	int mode, saved;
 	mo_sandbox_limits limits;
 	mo_rt rt;
 	mo_state *st;
 	mo_sources *src;
 	mo_plan *p;
+	/* The live status line on a terminal (stderr).  out_mu serialises every
+	 * write to stderr of the callbacks and of the ticker thread, which
+	 * redraws the line while actions run so that "elapsed" keeps moving. */
 	int tty;
 	int64_t t0, last_status;
 	size_t status_len;
+	size_t done, total, inflight; /* progress of the last event */
+	int progress;                 /* a status line is wanted */
+	pthread_mutex_t out_mu;
+	pthread_cond_t tick_cv;
+	pthread_t ticker;
+	int ticker_on, ticker_quit;
 	char **args;
 	int nargs;
 } cli;
@@ -88,12 +99,90 @@ static void on_sigint(int sig)
 
 /* ---- output helpers ----------------------------------------------------- */
 
+/* Erase the status line.  Callers hold out_mu, or no ticker runs. */
 static void clear_status(cli *c)
 {
 	if (c->tty && c->status_len) {
 		fprintf(stderr, "\r\033[K");
 		c->status_len = 0;
 	}
+}
+
+/* (Re)draw the status line from the last progress seen; out_mu held. */
+static void draw_status(cli *c, int64_t now)
+{
+	char line[160];
+	int n;
+	clear_status(c);
+	c->last_status = now;
+	n = snprintf(line, sizeof(line), "[%zu/%zu] %zu in flight, %.1fs", c->done, c->total, c->inflight,
+		     (now - c->t0) / 1000.0);
+	c->status_len = n > 0 ? (size_t)n : 1;
+	fprintf(stderr, "%s%s%s", c->color_err ? "\033[2m" : "", line, c->color_err ? "\033[0m" : "");
+	fflush(stderr);
+}
+
+#define TICK_MS 200
+
+/* The ticker thread: every TICK_MS, redraw the status line while progress
+ * is wanted, until ticker_quit. */
+static void *ticker_main(void *ud)
+{
+	cli *c = ud;
+	struct timespec ts;
+	pthread_mutex_lock(&c->out_mu);
+	while (!c->ticker_quit) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += TICK_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		while (!c->ticker_quit && pthread_cond_timedwait(&c->tick_cv, &c->out_mu, &ts) == 0) {
+		}
+		if (!c->ticker_quit && c->progress)
+			draw_status(c, mo_now_ms());
+	}
+	pthread_mutex_unlock(&c->out_mu);
+	return NULL;
+}
+
+/* Start the ticker (stderr is a terminal, progress began); out_mu held.
+ * The thread blocks SIGINT and SIGTERM, which stay with the main thread. */
+static void ticker_start(cli *c)
+{
+	sigset_t block, old;
+	if (c->ticker_on)
+		return;
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	c->ticker_quit = 0;
+	if (pthread_create(&c->ticker, NULL, ticker_main, c) == 0)
+		c->ticker_on = 1;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* The end of a stretch of progress (the plan is shown, a prompt, the
+ * summary, an error): stop the ticker and erase the status line.  Must not
+ * be called with out_mu held. */
+static void end_progress(cli *c)
+{
+	pthread_mutex_lock(&c->out_mu);
+	c->progress = 0;
+	c->ticker_quit = 1;
+	pthread_cond_signal(&c->tick_cv);
+	pthread_mutex_unlock(&c->out_mu);
+	if (c->ticker_on) {
+		pthread_join(c->ticker, NULL);
+		c->ticker_on = 0;
+	}
+	pthread_mutex_lock(&c->out_mu);
+	clear_status(c);
+	fflush(stderr);
+	pthread_mutex_unlock(&c->out_mu);
 }
 
 static void json_line(json_t *ev)
@@ -114,12 +203,12 @@ static void json_line(json_t *ev)
 static int fail(cli *c, int rc)
 {
 	const mo_error *e = mo_error_last();
-	clear_status(c);
+	end_progress(c);
 	if (c->json)
 		json_line(json_pack("{s:s,s:s,s:s,s:i}", "type", "error", "code", mo_code_name(rc), "message",
 				    e->message[0] ? e->message : mo_code_name(rc), "exit", mo_code_exit_status(rc)));
 	else
-		fprintf(stderr, "%serror:%s %s\n", c->color ? "\033[31;1m" : "", c->color ? "\033[0m" : "",
+		fprintf(stderr, "%serror:%s %s\n", c->color_err ? "\033[31;1m" : "", c->color_err ? "\033[0m" : "",
 			e->message[0] ? e->message : mo_code_name(rc));
 	return mo_code_exit_status(rc);
 }
@@ -130,18 +219,22 @@ static void on_log(void *ud, const char *who, const char *level, const char *msg
 	const char *want = getenv("MECORCH_LOG");
 	if (!strcmp(level, "debug") && !(want && !strcmp(want, "debug")))
 		return;
+	pthread_mutex_lock(&c->out_mu);
 	if (c->json) {
 		json_line(json_pack("{s:s,s:s,s:s,s:s}", "type", "log", "who", who, "level", level, "message", msg));
-		return;
+	} else {
+		clear_status(c);
+		fprintf(stderr, "%s: %s: %s\n", who, level, msg);
 	}
-	clear_status(c);
-	fprintf(stderr, "%s: %s: %s\n", who, level, msg);
+	pthread_mutex_unlock(&c->out_mu);
 }
 
 static void on_event(void *ud, const mo_event *ev)
 {
 	cli *c = ud;
 	int64_t now = mo_now_ms();
+	int colr = c->color_err;
+	pthread_mutex_lock(&c->out_mu);
 	if (c->json) {
 		json_t *j = json_pack("{s:s,s:s?,s:s?,s:I,s:I,s:I}", "type", ev->type, "address", ev->address,
 				      "action", ev->action, "done", (json_int_t)ev->done, "total",
@@ -151,15 +244,16 @@ static void on_event(void *ud, const mo_event *ev)
 		if (!strcmp(ev->type, "ok") || !strcmp(ev->type, "error"))
 			json_object_set_new(j, "elapsed_ms", json_integer(ev->elapsed_ms));
 		json_line(j);
+		pthread_mutex_unlock(&c->out_mu);
 		return;
 	}
 	clear_status(c);
 	if (!strcmp(ev->type, "ok"))
-		fprintf(stderr, "%s%s%s: %s done in %.2fs\n", c->color ? "\033[32m" : "", ev->address,
-			c->color ? "\033[0m" : "", ev->action, ev->elapsed_ms / 1000.0);
+		fprintf(stderr, "%s%s%s: %s done in %.2fs\n", colr ? "\033[32m" : "", ev->address,
+			colr ? "\033[0m" : "", ev->action, ev->elapsed_ms / 1000.0);
 	else if (!strcmp(ev->type, "error"))
-		fprintf(stderr, "%s%s: %s failed%s:\n  %s\n", c->color ? "\033[31m" : "", ev->address,
-			ev->action, c->color ? "\033[0m" : "", ev->message);
+		fprintf(stderr, "%s%s: %s failed%s:\n  %s\n", colr ? "\033[31m" : "", ev->address,
+			ev->action, colr ? "\033[0m" : "", ev->message);
 	else if (!strcmp(ev->type, "skip"))
 		fprintf(stderr, "%s: %s\n", ev->address, ev->message);
 	else if (!strcmp(ev->type, "drift"))
@@ -169,13 +263,16 @@ static void on_event(void *ud, const mo_event *ev)
 			ev->message);
 	else if (!strcmp(ev->type, "start") && !c->tty)
 		fprintf(stderr, "%s: %s...\n", ev->address, ev->action);
-	if (c->tty && (now - c->last_status >= 100 || ev->done == ev->total)) {
-		char line[160];
-		c->last_status = now;
-		c->status_len = (size_t)snprintf(line, sizeof(line), "[%zu/%zu] %zu in flight, %.1fs",
-						 ev->done, ev->total, ev->inflight, (now - c->t0) / 1000.0);
-		fprintf(stderr, "%s%s%s", c->color ? "\033[2m" : "", line, c->color ? "\033[0m" : "");
+	if (c->tty) {
+		c->done = ev->done;
+		c->total = ev->total;
+		c->inflight = ev->inflight;
+		c->progress = 1;
+		ticker_start(c);
+		if (now - c->last_status >= 100 || ev->done == ev->total)
+			draw_status(c, now);
 	}
+	pthread_mutex_unlock(&c->out_mu);
 }
 
 /* ---- set-up and tear-down --------------------------------------------------- */
@@ -193,6 +290,16 @@ static int open_state(cli *c, const char *operation)
 	}
 	mo_lock_info_clear(&holder);
 	return 0;
+}
+
+/* open_state() for commands that read or edit what a state holds: a state
+ * that does not exist is an error (a mistyped --state must not create an
+ * empty database and report it). */
+static int open_existing_state(cli *c, const char *operation)
+{
+	if (access(c->state_path, F_OK) != 0)
+		return mo_error_set(MO_ENOTFOUND, "no state at %s", c->state_path);
+	return open_state(c, operation);
 }
 
 static int open_sources(cli *c, int mode)
@@ -246,7 +353,7 @@ static void print_plan(cli *c, mo_changeset *cs)
 		json_line(doc);
 	} else {
 		mo_buf b = MO_BUF_INIT;
-		mo_render_opts ro = { c->color, 0 };
+		mo_render_opts ro = { c->color_out, 0 };
 		mo_render_plan_text(cs, &ro, &b);
 		fputs(b.ptr ? b.ptr : "", stdout);
 		fflush(stdout);
@@ -397,9 +504,21 @@ static int confirm(cli *c, const char *what)
 	return 0;
 }
 
+/* The message of an error of the summary, without its address: messages
+ * of failed actions usually begin with "ADDRESS: " already. */
+static const char *without_address(const char *address, const char *message)
+{
+	size_t n = address ? strlen(address) : 0;
+	if (!message)
+		return "";
+	if (n && !strncmp(message, address, n) && message[n] == ':')
+		return message[n + 1] == ' ' ? message + n + 2 : message + n + 1;
+	return message;
+}
+
 static int print_result(cli *c, mo_exec_result *r, int rc)
 {
-	clear_status(c);
+	end_progress(c);
 	if (c->json) {
 		json_line(json_pack("{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:I,s:b,s:O}", "type", "summary",
 				    "created", (int)r->created, "updated", (int)r->updated, "replaced",
@@ -419,15 +538,16 @@ static int print_result(cli *c, mo_exec_result *r, int rc)
 		json_t *e;
 		printf("\n%s%s:%s %zu created, %zu updated, %zu replaced, %zu destroyed, %zu failed, "
 		       "%zu not applied, in %.2fs.\n",
-		       c->color ? "\033[1m" : "",
+		       c->color_out ? "\033[1m" : "",
 		       c->mode == MO_RUN_DESTROY ? (rc == 0 ? "Destroy complete" : "Destroy incomplete")
 						 : (rc == 0 ? "Apply complete" : "Apply incomplete"),
-		       c->color ? "\033[0m" : "", r->created, r->updated, r->replaced, r->deleted,
+		       c->color_out ? "\033[0m" : "", r->created, r->updated, r->replaced, r->deleted,
 		       r->failed, r->skipped, r->elapsed_ms / 1000.0);
 		json_array_foreach(r->errors, i, e) {
 			const char *tb = json_string_value(json_object_get(e, "traceback"));
-			fprintf(stderr, "\n%s: %s\n", json_string_value(json_object_get(e, "address")),
-				json_string_value(json_object_get(e, "message")));
+			const char *addr = json_string_value(json_object_get(e, "address"));
+			fprintf(stderr, "\n%s: %s\n", addr ? addr : "",
+				without_address(addr, json_string_value(json_object_get(e, "message"))));
 			if (tb)
 				fprintf(stderr, "%s\n", tb);
 		}
@@ -458,7 +578,7 @@ static int on_planned(void *ud, mo_state *st, mo_changeset *cs, mo_resource **re
 	cli *c = ud;
 	int pending = cs->n_create + cs->n_update + cs->n_replace + cs->n_delete > 0;
 	int rc;
-	clear_status(c);
+	end_progress(c);
 	if (!c->saved)
 		print_plan(c, cs);
 	if (c->out_path) {
@@ -529,6 +649,7 @@ static int run_plan_apply(cli *c, int mode)
 	}
 	c->t0 = mo_now_ms();
 	rc = mo_run(&o, &res);
+	end_progress(c);
 	if (res.applied && (rc == 0 || rc == MO_EFAILED || rc == MO_EINTR)) {
 		print_result(c, &res.exec, rc);
 		if (rc != 0)
@@ -592,7 +713,7 @@ static int cmd_refresh(cli *c)
 	run_opts(c, &o, MO_RUN_REFRESH);
 	o.planned = NULL;
 	rc = mo_run(&o, &res);
-	clear_status(c);
+	end_progress(c);
 	if (rc < 0) {
 		mo_run_result_clear(&res);
 		return fail(c, rc);
@@ -641,6 +762,8 @@ static int cmd_show(cli *c)
 	if (c->nargs > 0) {
 		json_t *doc;
 		json_error_t jerr;
+		if (access(c->args[0], F_OK) != 0)
+			return fail(c, mo_error_set(MO_ENOTFOUND, "%s: no such file", c->args[0]));
 		if (!(doc = json_load_file(c->args[0], 0, &jerr)))
 			return fail(c, mo_error_set(MO_EINVAL, "%s: not a saved plan: %s", c->args[0], jerr.text));
 		if (c->json) {
@@ -666,7 +789,7 @@ static int cmd_show(cli *c)
 		}
 		return 0;
 	}
-	if ((rc = open_state(c, NULL)) < 0 || (rc = mo_state_list(c->st, &list, &n)) < 0)
+	if ((rc = open_existing_state(c, NULL)) < 0 || (rc = mo_state_list(c->st, &list, &n)) < 0)
 		return fail(c, rc);
 	if (!c->json)
 		printf("State %s: lineage %s, serial %lld, %zu resource(s).\n\n", c->state_path,
@@ -681,7 +804,7 @@ static int cmd_output(cli *c)
 {
 	json_t *outs = NULL;
 	int rc;
-	if ((rc = open_state(c, NULL)) < 0 || (rc = mo_state_outputs_get(c->st, &outs)) < 0)
+	if ((rc = open_existing_state(c, NULL)) < 0 || (rc = mo_state_outputs_get(c->st, &outs)) < 0)
 		return fail(c, rc);
 	if (c->nargs > 0) {
 		json_t *o = json_object_get(outs, c->args[0]);
@@ -719,7 +842,7 @@ static int cmd_state(cli *c)
 	if (!sub)
 		return fail(c, mo_error_set(MO_EINVAL, "state: name a subcommand: list, show, rm or mv"));
 	if (!strcmp(sub, "list")) {
-		if ((rc = open_state(c, NULL)) < 0 || (rc = mo_state_list(c->st, &list, &n)) < 0)
+		if ((rc = open_existing_state(c, NULL)) < 0 || (rc = mo_state_list(c->st, &list, &n)) < 0)
 			return fail(c, rc);
 		for (size_t i = 0; i < n; i++)
 			print_resource(c, list[i], 0);
@@ -729,7 +852,7 @@ static int cmd_state(cli *c)
 	if (!strcmp(sub, "show")) {
 		if (c->nargs != 2)
 			return fail(c, mo_error_set(MO_EINVAL, "usage: mecorch state show ADDRESS"));
-		if ((rc = open_state(c, NULL)) < 0 || (rc = mo_state_get(c->st, c->args[1], &r)) < 0)
+		if ((rc = open_existing_state(c, NULL)) < 0 || (rc = mo_state_get(c->st, c->args[1], &r)) < 0)
 			return fail(c, rc);
 		print_resource(c, r, 1);
 		mo_resource_free(r);
@@ -738,12 +861,15 @@ static int cmd_state(cli *c)
 	if (!strcmp(sub, "rm")) {
 		if (c->nargs < 2)
 			return fail(c, mo_error_set(MO_EINVAL, "usage: mecorch state rm ADDRESS..."));
-		if ((rc = open_state(c, "state rm")) < 0)
+		if ((rc = open_existing_state(c, "state rm")) < 0)
 			return fail(c, rc);
 		for (int i = 1; i < c->nargs; i++) {
 			if ((rc = mo_state_rm(c->st, c->args[i])) < 0)
 				return fail(c, rc);
-			printf("Removed %s from the state (the object itself is untouched).\n", c->args[i]);
+			if (c->json)
+				json_line(json_pack("{s:s,s:s}", "type", "state_rm", "address", c->args[i]));
+			else
+				printf("Removed %s from the state (the object itself is untouched).\n", c->args[i]);
 		}
 		return 0;
 	}
@@ -751,9 +877,13 @@ static int cmd_state(cli *c)
 		if (c->nargs != 3)
 			return fail(c, mo_error_set(MO_EINVAL, "usage: mecorch state mv FROM TO"));
 		if ((rc = mo_address_parse(c->args[2], NULL, NULL, NULL)) < 0 ||
-		    (rc = open_state(c, "state mv")) < 0 || (rc = mo_state_mv(c->st, c->args[1], c->args[2])) < 0)
+		    (rc = open_existing_state(c, "state mv")) < 0 ||
+		    (rc = mo_state_mv(c->st, c->args[1], c->args[2])) < 0)
 			return fail(c, rc);
-		printf("Moved %s to %s.\n", c->args[1], c->args[2]);
+		if (c->json)
+			json_line(json_pack("{s:s,s:s,s:s}", "type", "state_mv", "from", c->args[1], "to", c->args[2]));
+		else
+			printf("Moved %s to %s.\n", c->args[1], c->args[2]);
 		return 0;
 	}
 	return fail(c, mo_error_set(MO_EINVAL, "state: unknown subcommand '%s' (list, show, rm, mv)", sub));
@@ -772,7 +902,11 @@ static int cmd_import(cli *c)
 	exec_opts(c, &o);
 	if ((rc = mo_exec_import(c->st, c->p, &c->rt, &o, c->args[0], c->args[1])) < 0)
 		return fail(c, rc);
-	clear_status(c);
+	end_progress(c);
+	if (c->json) {
+		json_line(json_pack("{s:s,s:s,s:s}", "type", "import", "address", c->args[0], "id", c->args[1]));
+		return 0;
+	}
 	printf("Imported %s (id %s). Run `mecorch plan` to see how it differs from the plan.\n",
 	       c->args[0], c->args[1]);
 	return 0;
@@ -784,7 +918,9 @@ static int cmd_lock(cli *c)
 	mo_lock_info li;
 	int rc;
 	memset(&li, 0, sizeof(li));
-	if ((rc = open_state(c, NULL)) < 0)
+	if (strcmp(sub, "list") && strcmp(sub, "unlock"))
+		return fail(c, mo_error_set(MO_EINVAL, "lock: unknown subcommand '%s' (list, unlock)", sub));
+	if ((rc = open_existing_state(c, NULL)) < 0)
 		return fail(c, rc);
 	if (!strcmp(sub, "list")) {
 		rc = mo_state_lock_get(c->st, &li);
@@ -814,7 +950,10 @@ static int cmd_lock(cli *c)
 			return fail(c, mo_error_set(MO_EINVAL, "usage: mecorch lock unlock LOCK_ID"));
 		if ((rc = mo_state_lock_force(c->st, c->args[1])) < 0)
 			return fail(c, rc);
-		printf("Lock %s released.\n", c->args[1]);
+		if (c->json)
+			json_line(json_pack("{s:s,s:s}", "type", "lock_unlock", "id", c->args[1]));
+		else
+			printf("Lock %s released.\n", c->args[1]);
 		return 0;
 	}
 	return fail(c, mo_error_set(MO_EINVAL, "lock: unknown subcommand '%s' (list, unlock)", sub));
@@ -851,29 +990,26 @@ typedef struct {
 	const char *help;
 } command;
 
-#define RUN_FLAGS (F_STATE | F_VARS | F_RUN | F_JSON | F_SRC)
+#define RUN_FLAGS (F_STATE | F_VARS | F_RUN | F_JSON | F_SRC | F_LIMITS)
 
 static const command commands[] = {
 	{ "init", cmd_init, F_VARS | F_JSON | F_SRC | F_UPGRADE, 1, "init [PLAN] [--upgrade]",
 	  "resolve and fetch module sources, write mecorch.lock",
 	  "Resolves every module source of the plan (git refs and version constraints),\n"
 	  "fetches them into the cache and pins them in mecorch.lock. Later commands use\n"
-	  "the lock and the cache only. --upgrade re-resolves every constraint.\n" },
-	{ "validate", cmd_validate, F_VARS | F_JSON | F_SRC, 1, "validate [PLAN]",
+	  "the lock and the cache only.\n" },
+	{ "validate", cmd_validate, F_VARS | F_JSON | F_SRC | F_LIMITS, 1, "validate [PLAN]",
 	  "check the plan and its modules without touching anything",
-	  "Runs the plan file and every module's declare() in the sandbox, checks inputs,\n"
-	  "references and the dependency graph. No state, no I/O.\n" },
+	  "Runs the plan file and every module's declare() in the sandbox (within the\n"
+	  "--task-memory and --task-instructions limits), checks inputs, references and\n"
+	  "the dependency graph. No state, no I/O.\n" },
 	{ "plan", cmd_plan, RUN_FLAGS | F_PLAN | F_REFRESH, 1,
 	  "plan [PLAN] [--out FILE] [--json] [--detailed-exitcode] [--destroy]",
 	  "show what apply would change",
 	  "Resolves pending operations of interrupted runs, reads every resource back\n"
 	  "(--refresh=false skips that), and diffs the plan against the state.\n"
-	  "  --out FILE            save the plan; `mecorch apply FILE` applies exactly it\n"
-	  "  --detailed-exitcode   exit 2 when changes are pending, 0 when none\n"
-	  "  --destroy             plan the destruction of everything in the state\n"
-	  "  --json                the plan as one JSON document (Terraform-style\n"
-	  "                        resource_changes with actions, before, after,\n"
-	  "                        after_unknown and sensitive masks)\n" },
+	  "With --json the plan is one JSON document (Terraform-style resource_changes\n"
+	  "with actions, before, after, after_unknown and sensitive masks).\n" },
 	{ "apply", cmd_apply, RUN_FLAGS | F_APPROVE | F_REFRESH, 1, "apply [PLAN | SAVED_PLAN] [--auto-approve]",
 	  "make the infrastructure match the plan",
 	  "Plans, asks for confirmation (unless --auto-approve), then applies the changes\n"
@@ -885,8 +1021,7 @@ static const command commands[] = {
 	{ "refresh", cmd_refresh, RUN_FLAGS | F_DETAIL, 1, "refresh [PLAN] [--detailed-exitcode]",
 	  "read every resource back and report drift",
 	  "Calls read() for every resource in the state, reports which differ from the\n"
-	  "state (changed or gone) and updates the state to what was read.\n"
-	  "--detailed-exitcode exits 2 when there is drift.\n" },
+	  "state (changed or gone) and updates the state to what was read.\n" },
 	{ "show", cmd_show, F_STATE | F_JSON, 0, "show [SAVED_PLAN] [--json]",
 	  "show the state, or a saved plan", "Without a file, prints every resource in the state.\n" },
 	{ "output", cmd_output, F_STATE | F_JSON, 0, "output [NAME] [--json]", "show the plan's outputs",
@@ -903,7 +1038,7 @@ static const command commands[] = {
 	  "show or force-release the state lock",
 	  "A lock left by a process that died on this host, or whose lease expired, is\n"
 	  "taken over automatically; `lock unlock` forces release in other cases.\n" },
-	{ "graph", cmd_graph, F_VARS | F_SRC, 1, "graph [PLAN]",
+	{ "graph", cmd_graph, F_VARS | F_SRC | F_LIMITS, 1, "graph [PLAN]",
 	  "print the resource graph in Graphviz DOT", "Edges point from a resource to what it depends on.\n" },
 	{ "serve", NULL, 0, 0, "serve --config FILE [--port-file FILE]",
 	  "run the Mfm northbound API server (MEC 010-2, MEC 040)",
@@ -920,31 +1055,44 @@ static const command *find_command(const char *name)
 	return NULL;
 }
 
-static const char common_help[] =
-	"Common options:\n"
-	"  --state PATH            state database (default ./mecorch.db, or $MECORCH_STATE)\n"
-	"  --var NAME=VALUE        set a plan variable (repeatable)\n"
-	"  --var-file FILE         JSON object of variable values (repeatable)\n"
-	"  --parallelism N         actions in flight at once (default 32)\n"
-	"  --fail-fast             stop starting actions after the first failure\n"
-	"  --json                  machine-readable output, one JSON object per line\n"
-	"  --no-color              no ANSI colours (also when NO_COLOR is set)\n"
-	"  --lock-file PATH        module lock file (default mecorch.lock beside the plan)\n"
-	"  --cache-dir DIR         module cache (default $XDG_CACHE_HOME/mecorch)\n"
-	"  --task-memory MIB       memory cap per module action (default 64)\n"
-	"  --task-instructions N   instruction budget per module action (default 200000000)\n"
-	"  --retry-max N           retries of transient HTTP failures (default 5)\n"
-	"  --retry-base-ms MS      first backoff (default 200, doubling, with jitter)\n"
-	"  --http-timeout-ms MS    default timeout of one HTTP request (default 60000)\n"
-	"  --ca-bundle FILE        extra CA certificates for HTTPS\n"
-	"  --lease-seconds N       state lock lease, renewed while running (default 120)\n"
-	"  -h, --help              help for the command\n";
+/* One line of the options help per option; shown for a command when its
+ * flags meet the command's (0: every command). */
+static const struct {
+	unsigned flags;
+	const char *text;
+} option_help[] = {
+	{ F_STATE, "  --state PATH            state database (default ./mecorch.db, or $MECORCH_STATE)\n" },
+	{ F_VARS, "  --var NAME=VALUE        set a plan variable (repeatable)\n" },
+	{ F_VARS, "  --var-file FILE         JSON object of variable values (repeatable)\n" },
+	{ F_PLAN, "  --out FILE              save the plan; `mecorch apply FILE` applies exactly it\n" },
+	{ F_PLAN | F_DETAIL, "  --detailed-exitcode     exit 2 when changes (or drift) are pending, 0 when none\n" },
+	{ F_PLAN, "  --destroy               plan the destruction of everything in the state\n" },
+	{ F_REFRESH, "  --refresh=BOOL          read resources back before planning (default true)\n" },
+	{ F_APPROVE, "  --auto-approve          do not ask for confirmation\n" },
+	{ F_UPGRADE, "  --upgrade               re-resolve every version constraint\n" },
+	{ F_RUN, "  --parallelism N         actions in flight at once (default 32)\n" },
+	{ F_RUN, "  --fail-fast             stop starting actions after the first failure\n" },
+	{ F_JSON, "  --json                  machine-readable output, one JSON object per line\n" },
+	{ 0, "  --no-color              no ANSI colours (also when NO_COLOR is set and not empty)\n" },
+	{ F_SRC, "  --lock-file PATH        module lock file (default mecorch.lock beside the plan)\n" },
+	{ F_SRC, "  --cache-dir DIR         module cache (default $XDG_CACHE_HOME/mecorch)\n" },
+	{ F_LIMITS, "  --task-memory MIB       memory cap per module action (default 64)\n" },
+	{ F_LIMITS, "  --task-instructions N   instruction budget per module action (default 200000000)\n" },
+	{ F_RUN, "  --retry-max N           retries of transient HTTP failures (default 5)\n" },
+	{ F_RUN, "  --retry-base-ms MS      first backoff (default 200, doubling, with jitter)\n" },
+	{ F_RUN, "  --http-timeout-ms MS    default timeout of one HTTP request (default 60000)\n" },
+	{ F_RUN, "  --ca-bundle FILE        extra CA certificates for HTTPS\n" },
+	{ F_RUN, "  --lease-seconds N       state lock lease, renewed while running (default 120)\n" },
+	{ 0, "  -h, --help              help for the command\n" },
+};
 
 static void usage_command(const command *cmd, FILE *f)
 {
 	fprintf(f, "usage: mecorch %s\n\n%s: %s.\n\n%s", cmd->usage, cmd->name, cmd->summary, cmd->help);
-	if (cmd->flags)
-		fprintf(f, "\n%s", common_help);
+	fprintf(f, "\nOptions (a long option may also be written with one dash):\n");
+	for (size_t i = 0; i < MO_ARRAY_SIZE(option_help); i++)
+		if (!option_help[i].flags || (cmd->flags & option_help[i].flags))
+			fputs(option_help[i].text, f);
 	fprintf(f, "\nExit status: 0 ok, 1 error, 2 changes pending (--detailed-exitcode), 3 invalid\n"
 		   "input, 4 not found, 5 state locked, 6 stale saved plan, 7 module error, 8 I/O,\n"
 		   "9 state store, 10 module source, 130 interrupted. See docs/cli.md.\n");
@@ -977,7 +1125,7 @@ static int cmd_help(cli *c)
 enum {
 	O_STATE = 256, O_VAR, O_VARFILE, O_PAR, O_FAILFAST, O_JSON, O_NOCOLOR, O_OUT, O_DETAILED,
 	O_DESTROY, O_REFRESH, O_APPROVE, O_LOCKFILE, O_CACHE, O_UPGRADE, O_TMEM, O_TINSTR,
-	O_RETRY, O_RETRYBASE, O_HTTPTO, O_CA, O_SENS, O_LEASE,
+	O_RETRY, O_RETRYBASE, O_HTTPTO, O_CA, O_LEASE,
 };
 
 static const struct {
@@ -987,9 +1135,9 @@ static const struct {
 	{ O_STATE, F_STATE }, { O_VAR, F_VARS }, { O_VARFILE, F_VARS }, { O_PAR, F_RUN },
 	{ O_FAILFAST, F_RUN }, { O_JSON, F_JSON }, { O_OUT, F_PLAN }, { O_DETAILED, F_PLAN | F_DETAIL },
 	{ O_DESTROY, F_PLAN }, { O_REFRESH, F_REFRESH }, { O_APPROVE, F_APPROVE }, { O_LOCKFILE, F_SRC },
-	{ O_CACHE, F_SRC }, { O_UPGRADE, F_UPGRADE }, { O_TMEM, F_RUN }, { O_TINSTR, F_RUN },
+	{ O_CACHE, F_SRC }, { O_UPGRADE, F_UPGRADE }, { O_TMEM, F_LIMITS }, { O_TINSTR, F_LIMITS },
 	{ O_RETRY, F_RUN }, { O_RETRYBASE, F_RUN }, { O_HTTPTO, F_RUN }, { O_CA, F_RUN },
-	{ O_SENS, F_SENS }, { O_LEASE, F_RUN },
+	{ O_LEASE, F_RUN },
 };
 
 static const struct option long_options[] = {
@@ -1014,11 +1162,52 @@ static const struct option long_options[] = {
 	{ "retry-base-ms", required_argument, NULL, O_RETRYBASE },
 	{ "http-timeout-ms", required_argument, NULL, O_HTTPTO },
 	{ "ca-bundle", required_argument, NULL, O_CA },
-	{ "show-sensitive", no_argument, NULL, O_SENS },
 	{ "lease-seconds", required_argument, NULL, O_LEASE },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
+
+/* The error of an option getopt_long_only() refused ('?'), naming the
+ * option as written (an unknown or ambiguous one) or as defined (a missing
+ * or unexpected value).  Call right after getopt returned. */
+static int option_error(const command *cmd, char **argv)
+{
+	const char *arg, *name, *eq;
+	size_t len, nmatch = 0;
+	mo_buf b = MO_BUF_INIT;
+	int rc;
+	if (optopt >= O_STATE) {
+		for (size_t i = 0; long_options[i].name; i++) {
+			if (long_options[i].val != optopt)
+				continue;
+			if (long_options[i].has_arg == required_argument)
+				return mo_error_set(MO_EINVAL, "%s: option --%s needs a value (see mecorch %s --help)",
+						    cmd->name, long_options[i].name, cmd->name);
+			return mo_error_set(MO_EINVAL, "%s: option --%s takes no value (see mecorch %s --help)",
+					    cmd->name, long_options[i].name, cmd->name);
+		}
+	}
+	if (optopt > 0 && optopt < 256) /* a short option of a cluster, e.g. the x of -hx */
+		return mo_error_set(MO_EINVAL, "%s: unknown option '-%c' (see mecorch %s --help)", cmd->name,
+				    optopt, cmd->name);
+	/* an unknown or ambiguous long option: getopt stepped past it */
+	arg = argv[optind - 1];
+	name = arg + strspn(arg, "-");
+	len = (eq = strchr(name, '=')) ? (size_t)(eq - name) : strlen(name);
+	for (size_t i = 0; len && long_options[i].name; i++) {
+		if (strncmp(long_options[i].name, name, len))
+			continue;
+		mo_buf_printf(&b, "%s--%s", nmatch++ ? ", " : "", long_options[i].name);
+	}
+	if (nmatch > 1)
+		rc = mo_error_set(MO_EINVAL, "%s: option '%.*s' is ambiguous: %s (see mecorch %s --help)",
+				  cmd->name, (int)(name - arg + len), arg, b.ptr, cmd->name);
+	else
+		rc = mo_error_set(MO_EINVAL, "%s: unknown option '%.*s' (see mecorch %s --help)", cmd->name,
+				  (int)(name - arg + len), arg, cmd->name);
+	mo_buf_free(&b);
+	return rc;
+}
 
 static int parse_long(const char *opt, const char *s, long lo, long hi, long *out)
 {
@@ -1059,28 +1248,31 @@ static int add_var_file(cli *c, const char *path)
 	return 0;
 }
 
+/* Parse the options of cmd (argv[0] is the command's name).  Long options
+ * may be written with one dash (-auto-approve, as Terraform spells them):
+ * -h is the only short option, and getopt_long_only() still reads it as
+ * one. */
 static int parse_args(cli *c, const command *cmd, int argc, char **argv)
 {
-	int opt;
+	int opt, li;
 	long v;
 	optind = 1;
 	opterr = 0;
-	while ((opt = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+	while ((li = -1, opt = getopt_long_only(argc, argv, "h", long_options, &li)) != -1) {
 		if (opt == 'h') {
 			usage_command(cmd, stdout);
 			exit(0);
 		}
 		if (opt == '?' || opt == ':')
-			return mo_error_set(MO_EINVAL, "%s: unknown or incomplete option '%s' (see mecorch %s --help)",
-					    cmd->name, argv[optind - 1], cmd->name);
+			return option_error(cmd, argv);
 		if (opt != O_NOCOLOR) {
 			unsigned need = 0;
 			for (size_t i = 0; i < MO_ARRAY_SIZE(option_flags); i++)
 				if (option_flags[i].id == opt)
 					need = option_flags[i].flag;
 			if (!(cmd->flags & need))
-				return mo_error_set(MO_EINVAL, "%s does not take option '%s' (see mecorch %s --help)",
-						    cmd->name, argv[optind - 1], cmd->name);
+				return mo_error_set(MO_EINVAL, "%s does not take option --%s (see mecorch %s --help)",
+						    cmd->name, li >= 0 ? long_options[li].name : "?", cmd->name);
 		}
 		switch (opt) {
 		case O_STATE: c->state_path = optarg; break;
@@ -1093,7 +1285,7 @@ static int parse_args(cli *c, const command *cmd, int argc, char **argv)
 			break;
 		case O_FAILFAST: c->fail_fast = 1; break;
 		case O_JSON: c->json = 1; break;
-		case O_NOCOLOR: c->color = 0; break;
+		case O_NOCOLOR: c->color_out = c->color_err = 0; break;
 		case O_OUT: c->out_path = optarg; break;
 		case O_DETAILED: c->detailed = 1; break;
 		case O_DESTROY: c->destroy = 1; break;
@@ -1135,7 +1327,6 @@ static int parse_args(cli *c, const command *cmd, int argc, char **argv)
 			c->rt.http.timeout_ms = v;
 			break;
 		case O_CA: c->rt.http.ca_file = optarg; break;
-		case O_SENS: c->show_sensitive = 1; break;
 		case O_LEASE:
 			if (parse_long("lease-seconds", optarg, 5, 86400, &v) < 0)
 				return MO_EINVAL;
@@ -1146,22 +1337,22 @@ static int parse_args(cli *c, const command *cmd, int argc, char **argv)
 	c->args = argv + optind;
 	c->nargs = argc - optind;
 	if (cmd->takes_plan) {
-		/* a first argument that names an existing file is the plan */
-		if (c->nargs > 0 && access(c->args[0], F_OK) == 0 &&
-		    (cmd->fn != cmd_import || c->nargs == 3)) {
+		/* the first argument is the plan (for import, only the first of three) */
+		if (c->nargs > 0 && (cmd->fn != cmd_import || c->nargs == 3)) {
+			if (access(c->args[0], F_OK) != 0)
+				return mo_error_set(MO_ENOTFOUND, "%s: no such file", c->args[0]);
 			c->plan_path = c->args[0];
 			c->args++;
 			c->nargs--;
 		} else {
 			c->plan_path = "plan.lua";
 			if (access(c->plan_path, F_OK) != 0)
-				return mo_error_set(MO_EINVAL, "%s: no plan file given and ./plan.lua does not exist",
+				return mo_error_set(MO_ENOTFOUND, "%s: no plan file given and ./plan.lua does not exist",
 						    cmd->name);
 		}
 	}
 	if (cmd->takes_plan && cmd->fn != cmd_import && c->nargs > 0)
-		return mo_error_set(MO_EINVAL, "%s: unexpected argument '%s'%s", cmd->name, c->args[0],
-				    access(c->args[0], F_OK) ? " (no such file)" : "");
+		return mo_error_set(MO_EINVAL, "%s: unexpected argument '%s'", cmd->name, c->args[0]);
 	return 0;
 }
 
@@ -1170,8 +1361,15 @@ int main(int argc, char **argv)
 	cli c;
 	const command *cmd;
 	struct sigaction sa;
+	pthread_condattr_t ca;
+	const char *no_color = getenv("NO_COLOR");
 	int rc;
 	memset(&c, 0, sizeof(c));
+	pthread_mutex_init(&c.out_mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c.tick_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc < 2) {
 		usage(stderr);
@@ -1199,7 +1397,11 @@ int main(int argc, char **argv)
 	c.refresh = 1;
 	c.lease_s = 120;
 	c.tty = isatty(2);
-	c.color = isatty(1) && !getenv("NO_COLOR");
+	/* NO_COLOR counts when set and not empty (no-color.org); each stream
+	 * gets colours only when it is a terminal */
+	no_color = no_color && *no_color ? no_color : NULL;
+	c.color_out = isatty(1) && !no_color;
+	c.color_err = isatty(2) && !no_color;
 	mo_sandbox_limits_defaults(&c.limits);
 	mo_http_config_defaults(&c.rt.http);
 	if ((rc = parse_args(&c, cmd, argc - 1, argv + 1)) < 0) {
@@ -1209,8 +1411,6 @@ int main(int argc, char **argv)
 	}
 	if (c.json)
 		c.tty = 0;
-	if (c.show_sensitive)
-		c.show_sensitive = 1;
 	if ((rc = mo_global_init()) < 0 || (rc = mo_loop_new(&c.rt.loop)) < 0) {
 		rc = fail(&c, rc);
 		json_decref(c.vars);
@@ -1228,7 +1428,7 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	c.t0 = mo_now_ms();
 	rc = cmd->fn(&c);
-	clear_status(&c);
+	end_progress(&c);
 	mo_plan_free(c.p);
 	if (c.st) {
 		mo_state_unlock(c.st);
