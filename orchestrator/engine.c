@@ -266,6 +266,9 @@ done:
 		mo_state_close(r.st);
 	}
 	mo_sources_free(r.src);
+	/* a run that ended early (a lost lock, a state failure) cancelled its
+	 * transfers; let them finish aborting so nothing is left behind */
+	mo_loop_drain(r.rt.loop, 2000);
 	mo_rt_release(&r.rt);
 	mo_loop_free(r.rt.loop);
 	return rc;

@@ -387,6 +387,14 @@ static void run_transfers(mo_loop *loop)
 	}
 }
 
+void mo_loop_drain(mo_loop *loop, int max_ms)
+{
+	int64_t deadline = mo_now_ms() + max_ms;
+	while (loop && loop->nxfers > 0 && mo_now_ms() < deadline)
+		if (mo_loop_run_once(loop, 20) < 0)
+			break;
+}
+
 /* ---- posted callbacks --------------------------------------------------- */
 
 int mo_loop_post(mo_loop *loop, mo_loop_cb cb, void *ud)

@@ -42,6 +42,11 @@ void mo_loop_wakeup(mo_loop *loop);
  * every ready callback.  Returns 0 or a negative MO_E* code. */
 int mo_loop_run_once(mo_loop *loop, int max_wait_ms);
 
+/* Run the loop until no transfer is in flight, for at most max_ms: lets
+ * aborted transfers (mo_http_abort) reach their done callback, which frees
+ * them, before the loop is freed. */
+void mo_loop_drain(mo_loop *loop, int max_ms);
+
 /* Transfers in flight + timers armed + posts queued. */
 int mo_loop_pending(const mo_loop *loop);
 

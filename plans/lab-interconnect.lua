@@ -46,7 +46,21 @@ local pkg = variable("package", {
   description = "a package every site must have (already installed on the lab's sites)",
 })
 
-local host_module = "../iac-modules/bare-metal/ssh-host"
+-- Where the in-tree modules come from: ../iac-modules by default, or this
+-- project's own repository as a git source, e.g.
+-- git+file:///src/mecorch//iac-modules?ref=<commit> (examples/pcei/run.sh
+-- passes that when the modules' tree has no uncommitted changes).
+local modules = variable("modules", {
+  type = "string", default = "../iac-modules",
+  description = "base of the in-tree modules: a path, or a git URL ending in //iac-modules[?ref=...]",
+})
+local function mod(path)
+  local base, query = modules:match("^(.-)(%?.*)$")
+  if not base then base, query = modules, "" end
+  return base .. "/" .. path .. query
+end
+
+local host_module = mod("bare-metal/ssh-host")
 
 local function site_module(name, s)
   return module(name, {
@@ -72,7 +86,7 @@ local site_a = site_module("site_a", A)
 local site_b = site_module("site_b", B)
 
 local link = module("overlay", {
-  source = "../iac-modules/interconnect/overlay",
+  source = mod("interconnect/overlay"),
   inputs = {
     kind = "vxlan", vni = vni, user = user, key_file = key_file, sudo = sudo,
     a = { host = A.host, host_key_sha256 = A.fp, underlay = A.host, dev = A.dev, address = a_overlay },

@@ -35,6 +35,20 @@ peers and passes them.  See examples/pcei/README.md.
 
 -- ---- which domains run ----------------------------------------------------
 
+-- Where the in-tree modules come from: ../iac-modules by default, or this
+-- project's own repository as a git source, e.g.
+-- git+file:///src/mecorch//iac-modules?ref=<commit> (examples/pcei/run.sh
+-- passes that when the modules' tree has no uncommitted changes).
+local modules = variable("modules", {
+  type = "string", default = "../iac-modules",
+  description = "base of the in-tree modules: a path, or a git URL ending in //iac-modules[?ref=...]",
+})
+local function mod(path)
+  local base, query = modules:match("^(.-)(%?.*)$")
+  if not base then base, query = modules, "" end
+  return base .. "/" .. path .. query
+end
+
 local enable_public_cloud = variable("enable_public_cloud", {
   type = "boolean", default = true,
   description = "the bucket and the artefact in it (the application needs them)",
@@ -174,7 +188,7 @@ if enable_public_cloud then
     }
   end
   cloud = module("cloud", {
-    source = "../iac-modules/public-cloud/aws-s3",
+    source = mod("public-cloud/aws-s3"),
     inputs = {
       endpoint = s3_endpoint,
       region = s3_region,
@@ -190,7 +204,7 @@ end
 
 local CONNECTION = "edge-to-cloud"
 local fabric = module("fabric", {
-  source = "../iac-modules/interconnect/fabric",
+  source = mod("interconnect/fabric"),
   inputs = {
     endpoint = fabric_endpoint,
     token = fabric_token,
@@ -228,7 +242,7 @@ if enable_sites then
     }
   end
   edge_site = module("edge_site", {
-    source = "../iac-modules/bare-metal/ssh-host",
+    source = mod("bare-metal/ssh-host"),
     inputs = {
       host = EDGE.host, user = site_user, key_file = site_key_file, host_key_sha256 = EDGE.fp,
       files = { attachment = attachment("edge", EDGE, edge_port, edge_overlay, cgw_overlay) },
@@ -236,7 +250,7 @@ if enable_sites then
     depends_on = { fabric },
   })
   cgw_site = module("cloud_gateway", {
-    source = "../iac-modules/bare-metal/ssh-host",
+    source = mod("bare-metal/ssh-host"),
     inputs = {
       host = CGW.host, user = site_user, key_file = site_key_file, host_key_sha256 = CGW.fp,
       files = {
@@ -247,7 +261,7 @@ if enable_sites then
   })
   -- The tenant's tunnel ends come up once the provider's circuit is there.
   overlay = module("overlay", {
-    source = "../iac-modules/interconnect/overlay",
+    source = mod("interconnect/overlay"),
     inputs = {
       kind = "vxlan", name = "pcei" .. vni, vni = vni, user = site_user, key_file = site_key_file,
       sudo = true,
@@ -287,7 +301,7 @@ if enable_app then
     app_url = "http://127.0.0.1:" .. app_port .. "/location/v2"
   end
   edge = module("edge", {
-    source = "../iac-modules/edge-cloud/containers",
+    source = mod("edge-cloud/containers"),
     inputs = {
       socket = podman_socket,
       labels = { ["pcei.lab"] = lab_id },

@@ -79,6 +79,17 @@ echo "  interconnection provider $PCEI_FABRIC_URL"
 [ -n "${PCEI_WWW:-}" ] && echo "  builds of the application published on $PCEI_WWW"
 
 V=(--var-file "$PCEI_DIR/lab.json" --lock-file "$WORK/mecorch.lock")
+# The modules come from this project's own git repository, pinned to the
+# checked-out commit, as a deployment repository would use them; from the
+# working tree when it has uncommitted changes under iac-modules/ (or is not
+# a git checkout), so local edits are what runs.
+if git -C "$ROOT" rev-parse HEAD >/dev/null 2>&1 &&
+	[ -z "$(git -C "$ROOT" status --porcelain -- iac-modules)" ]; then
+	V+=(--var "modules=git+file://$ROOT//iac-modules?ref=$(git -C "$ROOT" rev-parse HEAD)")
+	echo "modules: git+file://$ROOT//iac-modules at $(git -C "$ROOT" rev-parse --short HEAD)"
+else
+	echo "modules: the working tree's iac-modules/ (uncommitted changes, or not a git checkout)"
+fi
 
 # ---- 2. init, apply, the application ------------------------------------------
 
