@@ -127,7 +127,7 @@ if [ "$PCEI_SITES" = 1 ]; then
 	check_true "VXLAN 4210 on the edge site, remote the cloud gateway" bash -c \
 		"ip -n $SITE1_NS -d link show pcei4210 | grep -q 'vxlan id 4210 remote $SITE2_ADDR local $SITE1_ADDR'"
 	check_true "the overlay carries traffic: cloud gateway -> edge" \
-		quiet ip netns exec "$SITE2_NS" ping -c 1 -W 2 10.250.210.1
+		quiet ip netns exec "$SITE2_NS" ping -c 1 -w 30 10.250.210.1
 	IFX_EDGE=$(ifindex "$SITE1_NS")
 	IFX_CGW=$(ifindex "$SITE2_NS")
 	FILE_MTIME=$(stat -c %Y.%i "$SITE1_ROOT/pcei/attachment.conf")
@@ -250,7 +250,7 @@ check_eq "the sites: no VXLAN link" "" "$(pcei_vxlan_links)"
 check_eq "the sites: no file" "" "$(pcei_site_files)"
 check_eq "the state: no resource" 0 "$("$MECORCH" show --json </dev/null | jq -s '[.[] | select(.address != null)] | length')"
 if [ "$PCEI_SITES" = 1 ]; then
-	check_true "the underlay still works" quiet ip netns exec "$SITE2_NS" ping -c 1 -W 2 "$SITE1_ADDR"
+	check_true "the underlay still works" quiet ip netns exec "$SITE2_NS" ping -c 1 -w 30 "$SITE1_ADDR"
 fi
 
 say "the lab torn down"
