@@ -276,8 +276,15 @@ mo_wait() {
 
 # "collection id" for every resource of the state (any status), sorted.
 # A resource without an id prints "collection <no-id>".
+# A failing `show` prints a marker line instead, so no comparison passes by
+# accident (an empty list from a state that could not be read).
 state_pairs() {
-	"$MECORCH" show --json </dev/null |
+	local js
+	if ! js=$("$MECORCH" show --json </dev/null 2>&1); then
+		echo "<mecorch show --json failed: $(printf '%s' "$js" | head -c 300)>"
+		return 1
+	fi
+	printf '%s\n' "$js" |
 		jq -r 'select(.address != null) |
 			"\(.props.collection // "<no-collection>") \(if (.id // "") == "" then "<no-id>" else .id end)"' |
 		LC_ALL=C sort
