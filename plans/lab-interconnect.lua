@@ -43,7 +43,7 @@ local a_overlay = variable("a_overlay", { type = "string", default = "10.250.200
 local b_overlay = variable("b_overlay", { type = "string", default = "10.250.200.2/24" })
 local pkg = variable("package", {
   type = "string", default = "iproute2",
-  description = "a package every site must have (already installed on the lab's sites)",
+  description = "a package every site must have (installed through apt-get when missing)",
 })
 
 -- Where the in-tree modules come from: ../iac-modules by default, or this
@@ -66,7 +66,7 @@ local function site_module(name, s)
   return module(name, {
     source = host_module,
     inputs = {
-      host = s.host, user = user, key_file = key_file, host_key_sha256 = s.fp,
+      host = s.host, user = user, key_file = key_file, host_key_sha256 = s.fp, sudo = sudo,
       packages = { pkg },
       files = {
         motd = { path = s.root .. "/motd", content = "managed by mecorch: " .. name .. "\n", mode = "0644" },

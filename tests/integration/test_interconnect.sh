@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # test_interconnect.sh - plans/lab-interconnect.lua on two netns sites
 # (examples/lab/sites.sh): each site's package, file and service over SSH and
-# a VXLAN overlay between them.  Checks that a wrong host key for site B is
-# refused with both fingerprints while site A's independent resources are
-# applied and B is untouched; that the overlay carries traffic (ping across
-# it); that plan is empty after apply; that drift of an address is seen and
-# repaired; that a new VNI replaces both ends and the data plane works again;
-# that destroy removes the links (and the ping then fails).
-# Needs root (namespaces, a test user, sshd); skipped otherwise.
+# a VXLAN overlay between them.  The package is a dummy one served from a
+# local apt repository, so that it is really installed.  Checks that a wrong
+# host key for site B is refused with both fingerprints while site A's
+# independent resources (its package installed) are applied and B is
+# untouched (nothing ran there); that the overlay carries traffic (ping
+# across it); that plan is empty after apply; that drift is seen and
+# repaired: an address removed, and B's end of the link deleted; that a new
+# VNI replaces both ends and the data plane works again; that destroy
+# removes the links (and the ping then fails); that the lab's teardown leaves
+# no namespace, link, user, sudoers entry, route or package behind.
+# Needs root (namespaces, a test user, sshd), apt-get and dpkg-deb; skipped
+# otherwise.
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "skipping: needs root"
+	echo "0 passed, 0 failed"
+	exit 0
+fi
+if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
+	echo "skipping: needs apt-get and dpkg-deb (the site package is a local apt repository's)"
 	echo "0 passed, 0 failed"
 	exit 0
 fi
@@ -47,7 +57,96 @@ PLAN=$MO_SOURCE_DIR/plans/lab-interconnect.lua
 LABDIR=$(mktemp -d /tmp/mecorch-sites.XXXXXX)
 chmod 755 "$LABDIR"
 
+# ---- a package of our own ------------------------------------------------------
+#
+# The sites are network namespaces of this machine: they share its
+# filesystem, so its dpkg database, and a package "installed on a site" is
+# installed on this machine (and, as far as dpkg can tell, on every site).
+# So the package is a dummy one made here (one file, /usr/share/PROBE/probe;
+# no dependencies, no maintainer scripts), named after the lab's unique
+# prefix so that nothing else can have that name, and served from a local
+# apt repository (file:, [trusted=yes]) that an apt source list makes
+# visible to the module's plain `apt-get install`.  Only that source is
+# indexed (apt-get update of it alone: the machine's other sources are left
+# as they are).  probe_cleanup, from the EXIT trap, purges the package and
+# removes the source list and its index (probe_sweep, at the next run, what
+# a SIGKILL left).
+PROBE=
+APT_LIST=
+APT_INDEX=
+
+# probe_sweep: what a run killed before its EXIT trap (SIGKILL) left: a
+# source list whose repository directory is gone (it would make every
+# `apt-get update` on the machine fail), its index and its package.  A
+# running test's repository still exists, so its list is left alone.
+probe_sweep() {
+	local f repo
+	for f in /etc/apt/sources.list.d/mecorch-lab-probe-*.list; do
+		[ -f "$f" ] || continue
+		repo=$(sed -n 's/^deb \[trusted=yes\] file:\([^ ]*\) .*/\1/p' "$f")
+		[ -n "$repo" ] && [ -d "$repo" ] && continue
+		dpkg --purge "$(basename "$f" .list)" >/dev/null 2>&1
+		[ -n "$repo" ] && rm -f /var/lib/apt/lists/"$(printf '%s' "$repo" | tr / _)"_._*
+		rm -f "$f"
+	done
+}
+
+probe_setup() {
+	local d=$LABDIR/apt
+	probe_sweep
+	PROBE=mecorch-lab-probe-$LAB_PREFIX
+	mkdir -p "$d/pkg/DEBIAN" "$d/pkg/usr/share/$PROBE" "$d/repo"
+	cat >"$d/pkg/DEBIAN/control" <<-EOF
+		Package: $PROBE
+		Version: 1.0
+		Architecture: all
+		Maintainer: mecorch tests <tests@mecorch.invalid>
+		Description: dummy package of the mecorch ssh lab
+		 Installed by tests/integration/test_interconnect.sh; safe to purge.
+	EOF
+	echo "$PROBE 1.0" >"$d/pkg/usr/share/$PROBE/probe"
+	dpkg-deb --root-owner-group --build "$d/pkg" "$d/repo/${PROBE}_1.0_all.deb" >/dev/null || return 1
+	if command -v dpkg-scanpackages >/dev/null; then
+		(cd "$d/repo" && dpkg-scanpackages . /dev/null 2>/dev/null >Packages) || return 1
+	else # dpkg-dev missing: the stanza by hand
+		{
+			dpkg-deb -f "$d/repo/${PROBE}_1.0_all.deb"
+			echo "Filename: ./${PROBE}_1.0_all.deb"
+			echo "Size: $(stat -c %s "$d/repo/${PROBE}_1.0_all.deb")"
+			echo "SHA256: $(sha256sum <"$d/repo/${PROBE}_1.0_all.deb" | cut -c1-64)"
+		} >"$d/repo/Packages"
+	fi
+	gzip -9 -k "$d/repo/Packages"
+	chmod -R a+rX "$d"
+	APT_LIST=/etc/apt/sources.list.d/$PROBE.list
+	# apt names an index after its URI, every '/' turned into '_'
+	APT_INDEX=/var/lib/apt/lists/$(printf '%s' "$d/repo" | tr / _)_._
+	echo "deb [trusted=yes] file:$d/repo ./" >"$APT_LIST"
+	apt-get update -q -o Dir::Etc::SourceList="$APT_LIST" -o Dir::Etc::SourceParts=- \
+		-o APT::Get::List-Cleanup=0 >"$T/apt-update.log" 2>&1
+}
+
+probe_cleanup() {
+	[ -n "$PROBE" ] || return 0
+	dpkg --purge "$PROBE" >/dev/null 2>&1
+	[ -n "$APT_LIST" ] && rm -f "$APT_LIST"
+	[ -n "$APT_INDEX" ] && rm -f "$APT_INDEX"*
+	return 0
+}
+
+# probe_installed: dpkg says PROBE is installed (on the machine, so on the sites)
+probe_installed() {
+	dpkg-query -W -f='${Status}' "$PROBE" 2>/dev/null | grep -q '^install ok installed$'
+}
+
+# probe_installs: how many times dpkg has installed PROBE (its log records
+# one "install" line per unpack of a package that was not installed)
+probe_installs() {
+	grep -c " install $PROBE:all " /var/log/dpkg.log 2>/dev/null
+}
+
 lab_down() {
+	probe_cleanup
 	"$SITES" down "$LABDIR" >/dev/null 2>&1 || "$SITES" down "$LABDIR"
 	rm -rf "$LABDIR"
 }
@@ -67,11 +166,18 @@ B=$SITE2_NS
 	_fail "sudo available for the lab user"
 	finish
 }
+if ! probe_setup; then
+	cat "$T/apt-update.log" 2>/dev/null
+	_fail "a local apt repository with the dummy package $PROBE"
+	finish
+fi
+check_true "the dummy package $PROBE is not installed yet" bash -c "! dpkg-query -W '$PROBE' >/dev/null 2>&1"
 
 vars() {
 	echo --var user="$LAB_USER" --var key_file="$LAB_KEY" \
 		--var a_host="$SITE1_ADDR" --var a_fp="$SITE1_FP" --var a_root="$SITE1_ROOT" \
-		--var b_host="$SITE2_ADDR" --var b_fp="${B_FP:-$SITE2_FP}" --var b_root="$SITE2_ROOT"
+		--var b_host="$SITE2_ADDR" --var b_fp="${B_FP:-$SITE2_FP}" --var b_root="$SITE2_ROOT" \
+		--var package="$PROBE"
 }
 
 # Run quietly (ping and ip print a lot); the status is what counts.  A ping
@@ -98,6 +204,16 @@ check_true "nothing on B: no link" bash -c "! ip -n $B link show vx42 >/dev/null
 check_true "A's file applied" test -f "$SITE1_ROOT/motd"
 check_true "A's service running" pid_alive "$SITE1_ROOT/beacon.pid"
 check_true "A's end of the link exists" quiet ip -n "$A" link show vx42
+check_true "A's package installed" probe_installed
+check_eq "dpkg installed it once" 1 "$(probe_installs)"
+# Both sites see this machine's dpkg database, so dpkg cannot tell "on B"
+# from "on A": what shows that B's package was not installed is that
+# nothing ran on B at all (its sshd accepted no login: the client hung up
+# at the host key) and that the state holds no package of B.
+"$MECORCH" state list </dev/null >"$T/addrs" 2>&1
+check_true "A's package is in the state" grep -qxF "module.site_a.package.$PROBE" "$T/addrs"
+check_true "nothing of B in the state (no package, file, service or link)" bash -c "! grep -qF 'module.site_b.' '$T/addrs'"
+check_true "nothing ran on B: its sshd accepted no login" bash -c "! grep -q 'Accepted publickey' '$LABDIR/s2/sshd.log'"
 
 # ---- converge ------------------------------------------------------------------
 
@@ -110,6 +226,9 @@ check_true "VXLAN on A: id 42, remote B" bash -c \
 	"ip -n $A -d link show vx42 | grep -q 'vxlan id 42 remote $SITE2_ADDR local $SITE1_ADDR'"
 check_true "ping A -> B over the overlay" quiet ip netns exec "$A" ping -c 1 -w 30 10.250.200.2
 check_true "ping B -> A over the overlay" quiet ip netns exec "$B" ping -c 1 -w 30 10.250.200.1
+"$MECORCH" state list </dev/null >"$T/addrs" 2>&1
+check_true "B's package is in the state" grep -qxF "module.site_b.package.$PROBE" "$T/addrs"
+check_eq "no second install (already there, in the shared dpkg database)" 1 "$(probe_installs)"
 
 mo plan "$PLAN" $(vars) --detailed-exitcode
 check_rc "plan is empty after apply" 0
@@ -125,6 +244,28 @@ check_has "on the link's B end" "module.overlay.vxlan.b"
 mo apply "$PLAN" $(vars) --auto-approve
 check_rc "apply repairs it" 0
 check_true "ping A -> B works again" quiet ip netns exec "$A" ping -c 1 -w 30 10.250.200.2
+
+say "drift: B's end of the link deleted behind mecorch's back"
+ip -n "$B" link del vx42
+check_true "the link is gone on B" bash -c "! ip -n $B link show vx42 >/dev/null 2>&1"
+check_true "the ping now fails" bash -c "! ip netns exec $A ping -c 1 -W 1 10.250.200.2 >/dev/null"
+mo refresh "$PLAN" $(vars) --detailed-exitcode
+check_rc "refresh reports drift" 2
+check_has "B's end of the link is gone" "module.overlay.vxlan.b: gone"
+check_has "and nothing else drifted" "Drift: 1 resource(s) differ"
+mo apply "$PLAN" $(vars) --auto-approve
+check_rc "apply recreates it" 0
+check_true "VXLAN on B again: id 42, remote A" bash -c \
+	"ip -n $B -d link show vx42 | grep -q 'vxlan id 42 remote $SITE1_ADDR local $SITE2_ADDR'"
+check_true "with its overlay address" bash -c "ip -n $B -4 addr show dev vx42 | grep -q 'inet 10.250.200.2/24'"
+# B first: the new link has a new MAC address, and A's neighbour entry for
+# 10.250.200.2 still names the old one (it stays REACHABLE for up to 45 s
+# after the last ping, then takes several more seconds of probing); B's ARP
+# request for A updates it.
+check_true "ping B -> A works again" quiet ip netns exec "$B" ping -c 1 -w 30 10.250.200.1
+check_true "ping A -> B works again" quiet ip netns exec "$A" ping -c 1 -w 30 10.250.200.2
+mo plan "$PLAN" $(vars) --detailed-exitcode
+check_rc "plan is empty again" 0
 
 # ---- a new VNI -----------------------------------------------------------------
 
@@ -155,5 +296,42 @@ check_true "the ping fails" bash -c "! ip netns exec $A ping -c 1 -W 1 10.250.20
 check_true "files removed" test ! -e "$SITE1_ROOT/motd" -a ! -e "$SITE2_ROOT/motd"
 check_true "A's service stopped" bash -c "! kill -0 $pa 2>/dev/null || grep -q '^State:.*zombie' /proc/$pa/status"
 check_true "the underlay itself still works" quiet ip netns exec "$A" ping -c 1 -w 30 "$SITE2_ADDR"
+check_true "the package stays installed" probe_installed
+
+# ---- teardown ------------------------------------------------------------------
+
+# The same teardown the EXIT trap runs (it then finds nothing left to do),
+# here so that what it leaves behind can be checked.
+
+# What of the lab is on the machine: "KIND NAME" for the network namespaces,
+# the root namespace's links, the users and the sudoers entries named with
+# the lab's prefix followed by a non-digit (another lab's prefix may merely
+# start with ours: mo12 / mo123); then the sshd processes of its sites and
+# the route to its underlay.
+lab_traces() {
+	{
+		ip netns list | awk '{print "netns " $1}'
+		ip -o link show | awk -F': ' '{sub(/@.*/, "", $2); print "link " $2}'
+		getent passwd | awk -F: '{print "user " $1}'
+		ls /etc/sudoers.d | sed 's/^/sudoers /'
+	} | grep -E "^[a-z]+ ${LAB_PREFIX}([^0-9]|\$)"
+	pgrep -f "$LABDIR/s[0-9]+/sshd_config" | sed 's/^/sshd /'
+	ip -4 route show root "10.250.$LAB_SLOT.0/24" | sed 's/^/route /'
+	return 0
+}
+
+say "lab teardown"
+lab_traces >"$T/traces.before"
+check_eq "before: the lab's kinds of traces are found" "link netns route sshd sudoers user" \
+	"$(cut -d' ' -f1 "$T/traces.before" | LC_ALL=C sort -u | tr '\n' ' ' | sed 's/ $//')"
+probe_cleanup
+check_true "the dummy package is purged" bash -c "! dpkg-query -W '$PROBE' >/dev/null 2>&1"
+check_true "its apt source list is gone" test ! -e "$APT_LIST"
+check_true "its apt index is gone" bash -c "! ls '$APT_INDEX'* >/dev/null 2>&1"
+"$SITES" down "$LABDIR" >"$T/down.log" 2>&1
+check_true "sites.sh down succeeds" grep -q "lab $LAB_PREFIX removed" "$T/down.log"
+lab_traces >"$T/traces.after"
+check_eq "after: no namespace, link, user, sudoers entry, sshd or route of the lab" "" \
+	"$(cat "$T/traces.after")"
 
 finish

@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # test_ssh_host.sh - iac-modules/bare-metal/ssh-host on one netns site
 # (examples/lab/sites.sh): a package, a file, a service and a user.
-# Checks apply and an empty plan afterwards; file drift (content and mode
+# Checks apply and an empty plan afterwards; the package's install path (a
+# dummy package from a local apt repository: installed once, not again by
+# the next apply; removed behind mecorch's back, refresh reports it gone and
+# apply installs it again); file drift (content and mode
 # changed behind mecorch's back: refresh reports it, apply restores it); a
 # killed service (read notices the dead pid, apply restarts it) and a changed
 # command (restart with the new one); a user removed behind mecorch's back and
 # a changed shell; a private key passed as a sensitive variable (apply, plan
 # and destroy work; the key never reaches the state or the output in clear);
 # destroy (file, service, user gone; the package stays installed).
-# Needs root (namespaces, test users, sshd) and sudo; skipped otherwise.
+# Needs root (namespaces, test users, sshd), sudo, apt-get and dpkg-deb;
+# skipped otherwise.
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "skipping: needs root"
+	echo "0 passed, 0 failed"
+	exit 0
+fi
+if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
+	echo "skipping: needs apt-get and dpkg-deb (the package checks use a local apt repository)"
 	echo "0 passed, 0 failed"
 	exit 0
 fi
@@ -48,8 +57,96 @@ MODULE=$MO_SOURCE_DIR/iac-modules/bare-metal/ssh-host
 LABDIR=$(mktemp -d /tmp/mecorch-sites.XXXXXX)
 chmod 755 "$LABDIR"
 
+# ---- a package of our own ------------------------------------------------------
+#
+# The sites are network namespaces of this machine: they share its
+# filesystem, so its dpkg database, and a package "installed on a site" is
+# installed on this machine.  So the package is a dummy one made here
+# (one file, /usr/share/PROBE/probe; no dependencies, no maintainer
+# scripts), named after the lab's unique prefix so that nothing else can
+# have that name, and served from a local apt repository (file:,
+# [trusted=yes]) that an apt source list makes visible to the module's plain
+# `apt-get install`.  Only that source is indexed (apt-get update of it
+# alone: the machine's other sources are left as they are).  probe_cleanup,
+# from the EXIT trap, purges the package and removes the source list and
+# its index (probe_sweep, at the next run, what a SIGKILL left).
+PROBE=
+APT_LIST=
+APT_INDEX=
+
+# probe_sweep: what a run killed before its EXIT trap (SIGKILL) left: a
+# source list whose repository directory is gone (it would make every
+# `apt-get update` on the machine fail), its index and its package.  A
+# running test's repository still exists, so its list is left alone.
+probe_sweep() {
+	local f repo
+	for f in /etc/apt/sources.list.d/mecorch-lab-probe-*.list; do
+		[ -f "$f" ] || continue
+		repo=$(sed -n 's/^deb \[trusted=yes\] file:\([^ ]*\) .*/\1/p' "$f")
+		[ -n "$repo" ] && [ -d "$repo" ] && continue
+		dpkg --purge "$(basename "$f" .list)" >/dev/null 2>&1
+		[ -n "$repo" ] && rm -f /var/lib/apt/lists/"$(printf '%s' "$repo" | tr / _)"_._*
+		rm -f "$f"
+	done
+}
+
+probe_setup() {
+	local d=$LABDIR/apt
+	probe_sweep
+	PROBE=mecorch-lab-probe-$LAB_PREFIX
+	mkdir -p "$d/pkg/DEBIAN" "$d/pkg/usr/share/$PROBE" "$d/repo"
+	cat >"$d/pkg/DEBIAN/control" <<-EOF
+		Package: $PROBE
+		Version: 1.0
+		Architecture: all
+		Maintainer: mecorch tests <tests@mecorch.invalid>
+		Description: dummy package of the mecorch ssh lab
+		 Installed by tests/integration/test_ssh_host.sh; safe to purge.
+	EOF
+	echo "$PROBE 1.0" >"$d/pkg/usr/share/$PROBE/probe"
+	dpkg-deb --root-owner-group --build "$d/pkg" "$d/repo/${PROBE}_1.0_all.deb" >/dev/null || return 1
+	if command -v dpkg-scanpackages >/dev/null; then
+		(cd "$d/repo" && dpkg-scanpackages . /dev/null 2>/dev/null >Packages) || return 1
+	else # dpkg-dev missing: the stanza by hand
+		{
+			dpkg-deb -f "$d/repo/${PROBE}_1.0_all.deb"
+			echo "Filename: ./${PROBE}_1.0_all.deb"
+			echo "Size: $(stat -c %s "$d/repo/${PROBE}_1.0_all.deb")"
+			echo "SHA256: $(sha256sum <"$d/repo/${PROBE}_1.0_all.deb" | cut -c1-64)"
+		} >"$d/repo/Packages"
+	fi
+	gzip -9 -k "$d/repo/Packages"
+	chmod -R a+rX "$d"
+	APT_LIST=/etc/apt/sources.list.d/$PROBE.list
+	# apt names an index after its URI, every '/' turned into '_'
+	APT_INDEX=/var/lib/apt/lists/$(printf '%s' "$d/repo" | tr / _)_._
+	echo "deb [trusted=yes] file:$d/repo ./" >"$APT_LIST"
+	apt-get update -q -o Dir::Etc::SourceList="$APT_LIST" -o Dir::Etc::SourceParts=- \
+		-o APT::Get::List-Cleanup=0 >"$T/apt-update.log" 2>&1
+}
+
+probe_cleanup() {
+	[ -n "$PROBE" ] || return 0
+	dpkg --purge "$PROBE" >/dev/null 2>&1
+	[ -n "$APT_LIST" ] && rm -f "$APT_LIST"
+	[ -n "$APT_INDEX" ] && rm -f "$APT_INDEX"*
+	return 0
+}
+
+# probe_installed: dpkg says PROBE is installed (on the machine, so on the site)
+probe_installed() {
+	dpkg-query -W -f='${Status}' "$PROBE" 2>/dev/null | grep -q '^install ok installed$'
+}
+
+# probe_installs: how many times dpkg has installed PROBE (its log records
+# one "install" line per unpack of a package that was not installed)
+probe_installs() {
+	grep -c " install $PROBE:all " /var/log/dpkg.log 2>/dev/null
+}
+
 lab_down() {
 	[ -n "${U:-}" ] && userdel "$U" >/dev/null 2>&1
+	probe_cleanup
 	"$SITES" down "$LABDIR" >/dev/null 2>&1 || "$SITES" down "$LABDIR"
 	rm -rf "$LABDIR"
 }
@@ -70,6 +167,15 @@ fi
 R=$SITE1_ROOT
 U=${LAB_USER}u
 
+if ! probe_setup; then
+	cat "$T/apt-update.log" 2>/dev/null
+	_fail "a local apt repository with the dummy package $PROBE"
+	finish
+fi
+check_true "the dummy package $PROBE is not installed yet" bash -c "! dpkg-query -W '$PROBE' >/dev/null 2>&1"
+check_true "apt sees it in the local repository" bash -c \
+	"apt-cache policy '$PROBE' | grep -q 'Candidate: 1.0'"
+
 # The plan: everything of the module against site 1.
 cat >"$T/plan.lua" <<EOF
 local host = variable("host", { type = "string" })
@@ -84,7 +190,7 @@ local h = module("h", {
   inputs = {
     host = host, user = user, host_key_sha256 = fp, sudo = true,
     key_file = key_file,
-    packages = { "iproute2" },
+    packages = { "$PROBE" },
     files = { conf = { path = root .. "/etc/app.conf", content = "port = 8080\n", mode = "0640" } },
     services = { app = { command = cmd, pidfile = root .. "/app.pid", log = root .. "/app.log",
                          workdir = root } },
@@ -117,12 +223,38 @@ check_true "service tagged with its name" bash -c \
 	"tr '\\0' '\\n' </proc/$P1/environ | grep -q '^MECORCH_SERVICE=app:'"
 check_eq "user exists with its shell and home" "/bin/sh $R/home-$U" \
 	"$(getent passwd "$U" | awk -F: '{print $7, $6}')"
+check_true "the package is installed" probe_installed
+check_eq "dpkg installed it once" 1 "$(probe_installs)"
+check_eq "its file is there" "$PROBE 1.0" "$(cat "/usr/share/$PROBE/probe" 2>/dev/null)"
 mo output packages
-check_has "the package's version is an output" \
-	"\"iproute2\":\"$(dpkg-query -W -f='${Version}' iproute2)\""
+check_has "the package's version is an output" "\"$PROBE\":\"1.0\""
 
 mo plan "$T/plan.lua" "${V[@]}" "${K[@]}" --detailed-exitcode
 check_rc "plan is empty after apply" 0
+
+say "apply again"
+mo apply "$T/plan.lua" "${V[@]}" "${K[@]}" --auto-approve
+check_rc "apply succeeds" 0
+check_has "nothing to do" "Apply complete: 0 created, 0 updated, 0 replaced, 0 destroyed"
+check_eq "no second install" 1 "$(probe_installs)"
+
+# ---- package drift ---------------------------------------------------------------
+
+say "package removed behind mecorch's back"
+dpkg --purge "$PROBE" >"$T/purge.log" 2>&1
+check_true "the package is gone" bash -c "! dpkg-query -W -f='\${Status}' '$PROBE' 2>/dev/null | grep -q 'ok installed'"
+mo refresh "$T/plan.lua" "${V[@]}" "${K[@]}" --detailed-exitcode
+check_rc "refresh reports drift" 2
+check_has "the package is gone" "module.h.package.$PROBE: gone"
+mo plan "$T/plan.lua" "${V[@]}" "${K[@]}" --detailed-exitcode
+check_rc "plan sees a change" 2
+check_has "the package will be installed" "module.h.package.$PROBE will be created"
+mo apply "$T/plan.lua" "${V[@]}" "${K[@]}" --auto-approve
+check_rc "apply reinstalls it" 0
+check_true "the package is installed again" probe_installed
+check_eq "dpkg installed it a second time" 2 "$(probe_installs)"
+mo plan "$T/plan.lua" "${V[@]}" "${K[@]}" --detailed-exitcode
+check_rc "plan is empty again" 0
 
 # ---- file drift ------------------------------------------------------------------
 
@@ -214,6 +346,6 @@ check_true "file removed" test ! -e "$R/etc/app.conf"
 check_true "service stopped" bash -c "! [ -d /proc/$P3 ] || grep -q '^State:.*zombie' /proc/$P3/status"
 check_true "pidfile removed" test ! -e "$R/app.pid"
 check_true "user removed" bash -c "! getent passwd $U >/dev/null"
-check_true "the package stays installed" bash -c "dpkg-query -W -f='\${Status}' iproute2 | grep -q 'install ok installed'"
+check_true "the package stays installed" probe_installed
 
 finish

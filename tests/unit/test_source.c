@@ -1297,6 +1297,24 @@ static void test_source_https_token(void **state)
 	assert_int_equal(sh("grep -q '^https-user: ci@bot$' \"$LAB/https.log\""), 0);
 }
 
+/* The number of 401 answers in $LAB/https.log after its first `skip`
+ * lines (the server logs each answer before sending it, so every 401 the
+ * client has seen is already there). */
+static int https_401s_after(int skip)
+{
+	char count[32];
+	sh_out(count, sizeof(count), "tail -n +%d '%s/https.log' | grep -c '^https: \".*\" 401 '",
+	       skip + 1, lab);
+	return atoi(count);
+}
+
+static int https_log_lines(void)
+{
+	char lines[32];
+	sh_out(lines, sizeof(lines), "wc -l < '%s/https.log'", lab);
+	return atoi(lines);
+}
+
 static void test_source_https_rejected(void **state)
 {
 	const char *plan = fresh_dir("https-bad");
@@ -1304,6 +1322,7 @@ static void test_source_https_rejected(void **state)
 	const char *msg;
 	mo_source_opts o;
 	mo_sources *s;
+	int before, n;
 	(void)state;
 
 	snprintf(ca, sizeof(ca), "%s/tls/ca.pem", lab);
@@ -1312,18 +1331,29 @@ static void test_source_https_rejected(void **state)
 	o.git_token = "not-the-token";
 	o.ca_bundle = ca;
 	s = open_opts(&o);
+	before = https_log_lines();
 	msg = resolve_err(s, url, "~> 1.0");
 	assert_contains(msg, "authentication failed for https://127.0.0.1:");
 	assert_contains(msg, "credentials rejected");
 	assert_null(strstr(msg, "not-the-token"));
 	mo_sources_free(s);
+	/* refused once or twice, not asked again until the server gave up */
+	n = https_401s_after(before);
+	if (n < 1 || n > 2)
+		print_error("the https server answered 401 %d times\n", n);
+	assert_true(n >= 1 && n <= 2);
 
 	o.git_token = "";
 	s = open_opts(&o);
+	before = https_log_lines();
 	msg = resolve_err(s, url, "~> 1.0");
 	assert_contains(msg, "authentication required for https://127.0.0.1:");
 	assert_contains(msg, "MECORCH_GIT_TOKEN");
 	mo_sources_free(s);
+	n = https_401s_after(before);
+	if (n < 1 || n > 2)
+		print_error("without credentials, the https server answered 401 %d times\n", n);
+	assert_true(n >= 1 && n <= 2);
 }
 
 /* Runs after the CA-bundle tests: the system trust store must be back. */
