@@ -125,7 +125,7 @@ local ADD = [[
 name=$1 kind=$2 addr=$3
 shift 3
 if [ "$kind" = vxlan ]; then
-  ip link add "$name" type vxlan id "$1" local "$2" remote "$3" dstport "$4" dev "$5" || exit 1
+  ip link add "$name" address "$6" type vxlan id "$1" local "$2" remote "$3" dstport "$4" dev "$5" || exit 1
 else
   ip link add link "$2" name "$name" type vlan id "$1" || exit 1
 fi
@@ -146,10 +146,20 @@ local DEL = [[
 if ip link show dev "$1" >/dev/null 2>&1; then ip link del "$1"; fi
 ]]
 
-local function add_args(props, kind)
+--- A stable, locally administered MAC for a VXLAN end: the same host, name
+--- and address give the same MAC, so after a replace (a new VNI, a link
+--- recreated after drift) the peer's neighbour and forwarding entries are
+--- still right and traffic resumes at once instead of after they expire.
+local function stable_mac(ctx, props)
+  local h = ctx.crypto.sha256(props.host .. "|" .. props.name .. "|" .. props.address)
+  return string.format("02:%s:%s:%s:%s:%s", h:sub(1, 2), h:sub(3, 4), h:sub(5, 6), h:sub(7, 8),
+    h:sub(9, 10))
+end
+
+local function add_args(ctx, props, kind)
   if kind == "vxlan" then
     return { props.name, kind, props.address, props.vni, props.local_ip, props.remote_ip,
-      props.dstport, props.dev }
+      props.dstport, props.dev, stable_mac(ctx, props) }
   end
   return { props.name, kind, props.address, props.vlan_id, props.dev }
 end
@@ -192,7 +202,7 @@ local function end_type(kind, identity)
           { privileged = true })
       else
         R.must(ctx, props, "adding " .. kind .. " link " .. props.name, ADD,
-          add_args(props, kind), { privileged = true })
+          add_args(ctx, props, kind), { privileged = true })
       end
       link = show(ctx, props)
       if not link then
