@@ -286,10 +286,14 @@ fb_settle
 lates_before=$(grep -c '(late): created PENDING' "$FB_LOG")
 mo_bg "$T/bg.log" apply "$PLAN" "${V[@]}" "${V2[@]}" --retry-max 1 --retry-base-ms 10 --auto-approve
 late_created() { [ "$(grep -c '(late): created PENDING' "$FB_LOG")" -gt "$lates_before" ]; }
-poll_until 60 late_created
+if poll_until 120 late_created; then SEEN=yes; else SEEN=no; fi
 late_id=$(grep '(late): created PENDING' "$FB_LOG" | tail -n 1 | sed 's/.* \(conn-[0-9a-f]*\) .*/\1/')
+APPLYING=no
+kill -0 "$BG_PID" 2>/dev/null && APPLYING=yes
 kill -KILL "$FB_PID"
 mo_wait "$BG_PID"
+check_eq "before the kill: the provider had made late, PENDING" yes "$SEEN"
+check_eq "the apply was still running when the provider was killed" yes "$APPLYING"
 check_true "the interrupted apply failed (exit $BG_RC)" test "$BG_RC" != 0
 check_true "... waiting for late" grep -q "connection.late: create failed" "$T/bg.log"
 fb_start --ports 4 --provision-delay-ms 400 --deprovision-delay-ms 300

@@ -231,14 +231,28 @@ check_rc "plan is empty again" 0
 # ---- the API server killed during an apply ------------------------------------------
 
 say "fault: the API server is killed during a rollout, restarted, apply again"
-kc -X PUT "$K8S_URL/_config" -d '{"rollout_delay_ms":4000}' >/dev/null
+# Two updates: the ConfigMap's (done at once) and the Deployment's (a PUT,
+# then a wait for the rollout, which the emulator stretches to 10 s).  The
+# server is killed once the ConfigMap's update is done and the Deployment's
+# PUT has landed: one change made, the other under way.
+kc -X PUT "$K8S_URL/_config" -d '{"rollout_delay_ms":10000}' >/dev/null
+cm_updated() { grep -q "configmap.edge-it/location-config: update done" "$T/fault.log"; }
+dep_put() { [ "$(kget $DEP | jq -r .spec.replicas 2>/dev/null)" = 4 ]; }
+mid_rollout() { cm_updated && dep_put; }
 mo_bg "$T/fault.log" apply "$T/plan.lua" "${V[@]}" --var replicas=4 --var greeting=bonjour --auto-approve
-poll_until 60 grep -q "deployment.edge-it/location-api: update\.\.\." "$T/fault.log"
-sleep 0.5
+if poll_until 120 mid_rollout; then SEEN=yes; else SEEN=no; fi
+ROLLED=$(kget $DEP | jq -r '.status.availableReplicas')
+APPLYING=no
+kill -0 "$BG_PID" 2>/dev/null && APPLYING=yes
 kill -KILL "$K8S_PID"
 wait "$K8S_PID" 2>/dev/null
 mo_wait "$BG_PID"
+check_eq "before the kill: the ConfigMap updated and the Deployment's PUT made" yes "$SEEN"
+check_eq "the apply was still running when the server was killed" yes "$APPLYING"
+check_true "the rollout was not finished then ($ROLLED of 4 replicas available)" test "$ROLLED" != 4
 check_true "the apply fails while the API server is gone (exit $BG_RC)" test "$BG_RC" != 0
+check_true "not every change was made: the Deployment's update never finished" \
+	bash -c "! grep -q 'deployment.edge-it/location-api: update done' '$T/fault.log'"
 k8s_start "$K8S_PORT"
 mo apply "$T/plan.lua" "${V[@]}" --var replicas=4 --var greeting=bonjour --auto-approve
 check_rc "the next apply recovers (exit 0)" 0
@@ -247,6 +261,12 @@ check_rc "plan after the recovery is empty" 0
 check_eq "the Deployment is rolled out with 4 replicas" 4 "$(kget $DEP | jq -r .status.availableReplicas)"
 check_eq "the ConfigMap has the new data" bonjour "$(kget $CM | jq -r .data.greeting)"
 check_peer_matches_state "after the recovery"
+check_eq "exactly the five objects, each once" \
+	"configmap default/plain-config
+configmap edge-it/location-config
+deployment edge-it/location-api
+namespace edge-it
+service edge-it/location-api" "$(peer_objects | awk '{print $1, $2}')"
 
 # ---- destroy ----------------------------------------------------------------------
 

@@ -253,9 +253,13 @@ resets_before=$(grep -c 'System.Embedded.1: Reset On accepted' "$RF_LOG")
 mo_bg "$T/bg.log" apply "$PLAN" "${V[@]}" --var s1_gen=2 --var s1_power=On --var s2_power=On \
 	--var s3_target=Usb --retry-max 1 --retry-base-ms 10 --auto-approve
 reset_accepted() { [ "$(grep -c 'System.Embedded.1: Reset On accepted' "$RF_LOG")" -gt "$resets_before" ]; }
-poll_until 60 reset_accepted
+if poll_until 120 reset_accepted; then SEEN=yes; else SEEN=no; fi
+APPLYING=no
+kill -0 "$BG_PID" 2>/dev/null && APPLYING=yes
 kill -KILL "$RF_PID"
 mo_wait "$BG_PID"
+check_eq "before the kill: the BMC had accepted S1's Reset On" yes "$SEEN"
+check_eq "the apply was still running when the BMC was killed" yes "$APPLYING"
 check_true "the interrupted apply failed (exit $BG_RC)" test "$BG_RC" != 0
 check_true "... in S1's power change" grep -q "system_power.System.Embedded.1: update failed" "$T/bg.log"
 rf_start --systems 3 --power-delay-ms 400
