@@ -67,6 +67,7 @@ typedef struct {
 	size_t nprincipals;
 	size_t max_body;       /* JSON request bodies */
 	size_t max_package;    /* package uploads and downloads */
+	int local_package_sources; /* limits.localPackageSources: any role may use file:// sources */
 	int notify_base_ms, notify_max_ms, notify_timeout_ms;
 	int metrics_public;    /* /metrics without a token */
 	int resume_delay_ms;   /* wait before resuming runs a killed process left in flight */

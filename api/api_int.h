@@ -188,12 +188,18 @@ int mo_api_view_parse(mo_api_view **out, const mo_api_shape *shape, const mo_api
 void mo_api_view_free(mo_api_view *v);
 /* doc passes every filter expression. */
 int mo_api_view_match(const mo_api_view *v, const json_t *doc);
-/* A new copy of doc without the excluded attributes. */
+/* doc without the excluded attributes, copied no more than that takes: a
+ * new reference to doc itself when the selectors exclude nothing from it,
+ * else a new document that shares every member of doc it does not change
+ * (only the objects and arrays along an excluded path are shallow copies).
+ * Either way the result and doc share parts: modify neither.  NULL when out
+ * of memory. */
 json_t *mo_api_view_project(const mo_api_view *v, const json_t *doc);
 /* Parse the request's parameters; on a bad one set a 400 problem in r. */
 int mo_api_view_from_request(mo_api_view **out, const mo_api_shape *shape, mo_api_req *q, mo_api_reply *r);
 /* Reply 200 with the documents of docs (stolen) that pass the request's
- * filter, projected by its selectors (or 400). */
+ * filter, projected by its selectors, as a JSON array (the reply's text,
+ * written as json_dumps would), or 400 for a bad parameter. */
 void mo_api_reply_list(mo_api_req *q, mo_api_reply *r, const mo_api_shape *shape, json_t *docs);
 
 extern const mo_api_shape mo_api_shape_pkg, mo_api_shape_inst, mo_api_shape_op;

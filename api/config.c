@@ -229,7 +229,7 @@ int mo_api_config_parse(mo_api_config **out, json_t *doc, const char *dir)
 	static const char *const tlskeys[] = { "certFile", "keyFile", "clientCaFile", "requireClientCert", NULL };
 	static const char *const syskeys[] = { "systemName", "systemProvider", NULL };
 	static const char *const fedkeys[] = { "url", "token", "retryBaseMs", "retryMaxMs", NULL };
-	static const char *const limkeys[] = { "maxBodyBytes", "maxPackageBytes", NULL };
+	static const char *const limkeys[] = { "maxBodyBytes", "maxPackageBytes", "localPackageSources", NULL };
 	static const char *const notkeys[] = { "retryBaseMs", "retryMaxMs", "timeoutMs", NULL };
 	mo_api_config *c = mo_calloc(1, sizeof(*c));
 	json_t *o;
@@ -363,6 +363,8 @@ int mo_api_config_parse(mo_api_config **out, json_t *doc, const char *dir)
 		if ((rc = get_int(o, "maxPackageBytes", "limits", 1024, 1LL << 40, &v)) < 0)
 			goto fail;
 		c->max_package = (size_t)v;
+		if ((rc = get_bool(o, "localPackageSources", "limits", &c->local_package_sources)) < 0)
+			goto fail;
 	}
 	if ((o = json_object_get(doc, "notifications"))) {
 		if (!json_is_object(o) || (rc = known_keys(o, "notifications", notkeys)) < 0) {

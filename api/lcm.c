@@ -16,10 +16,12 @@
 #include "api_int.h"
 #include "engine.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ---- placement -------------------------------------------------------------------- */
 
@@ -179,6 +181,31 @@ static json_t *inst_open_op(mo_api *a, const json_t *inst)
 	const char *opid = mo_api_jstr(mo_api_rec_int((json_t *)inst), "op");
 	json_t *op = opid ? mo_api_store_peek(a->st, MO_K_OP, opid) : NULL;
 	return op && op_open(op) ? op : NULL;
+}
+
+/* The zone an instance's resources are in (borrowed, inside a transaction):
+ * the one its last successful instantiate recorded, or the one an
+ * instantiate started in (recorded when it starts running), or failing
+ * both the zone of its most recent INSTANTIATE operation; NULL when it was
+ * never instantiated anywhere.  Terminate and delete rely on it: an
+ * instantiate that failed part-way leaves resources that only a terminate
+ * in that zone can destroy. */
+static const char *inst_zone(mo_api *a, const json_t *inst)
+{
+	const char *iid = mo_api_jstr(mo_api_rec_doc(inst), "id"), *zone;
+	json_t *all, *o;
+	size_t i;
+	if ((zone = mo_api_jstr(mo_api_rec_int(inst), "zone")))
+		return zone;
+	all = mo_api_store_all(a->st, MO_K_OP);
+	json_array_foreach(all, i, o) {
+		const char *z = mo_api_jstr(mo_api_rec_int(o), "zone");
+		if (z && iid && !strcmp(mo_api_jstr(mo_api_rec_int(o), "instance"), iid) &&
+		    !strcmp(mo_api_jstr(mo_api_rec_doc(o), "lcmOperation"), "INSTANTIATE"))
+			zone = z; /* the store keeps o alive until the transaction ends */
+	}
+	json_decref(all);
+	return zone;
 }
 
 /* Update the package's usageState from its instances (inside a transaction). */
@@ -356,14 +383,15 @@ void mo_api_h_inst_delete(mo_api *a, mo_api_req *q, mo_api_reply *r)
 	r->status = 204;
 }
 
-/* Create an operation occurrence for inst and queue it (inside a transaction). */
+/* Create an operation occurrence for inst and queue it (inside a transaction);
+ * params (operationParams) is stolen. */
 static int new_op(mo_api *a, json_t *inst, const char *lcmop, json_t *params, const char *zone, char id[37])
 {
 	json_t *doc, *op, *ni;
 	const char *iid = mo_api_jstr(mo_api_rec_doc(inst), "id");
 	int rc;
 	mo_api_uuid(id);
-	doc = json_pack("{s:s,s:s,s:o,s:o,s:s,s:O,s:b,s:{s:o,s:o}}", "id", id, "operationState", "STARTING",
+	doc = json_pack("{s:s,s:s,s:o,s:o,s:s,s:o,s:b,s:{s:o,s:o}}", "id", id, "operationState", "STARTING",
 			"stateEnteredTime", mo_api_timestamp(), "startTime", mo_api_timestamp(), "lcmOperation",
 			lcmop, "operationParams", params, "isCancelPending", 0, "_links", "self",
 			mo_api_link(a, "/app_lcm/v1/app_lcm_op_occs/%s", id), "appInstance",
@@ -449,7 +477,7 @@ static int check_instantiate(mo_api *a, mo_api_req *q, mo_api_reply *r, json_t *
 {
 	json_t *hosts, *lc, *pkg;
 	const mo_api_zone *z;
-	const char *why;
+	const char *why, *held;
 	if (mo_api_want_arr(r, q->json, "selectedMECHostInfo", 0, &hosts) < 0 ||
 	    mo_api_want_obj(r, q->json, "locationConstraints", 0, &lc) < 0)
 		return -1;
@@ -467,6 +495,14 @@ static int check_instantiate(mo_api *a, mo_api_req *q, mo_api_reply *r, json_t *
 		mo_api_problem(r, 400, "%s", why);
 		return -1;
 	}
+	held = json_integer_value(json_object_get(mo_api_rec_int(inst), "resources")) > 0 ? inst_zone(a, inst) : NULL;
+	if (held && strcmp(held, z->id)) {
+		/* what a failed instantiate left is in another zone: the plan's
+		 * state would move it, or lose track of it */
+		mo_api_problem(r, 409, "application instance %s still holds resources in zone %s from a failed "
+			       "instantiate: terminate it first, or instantiate it in %s", q->params[0], held, held);
+		return -1;
+	}
 	*zone = z->id;
 	return 0;
 }
@@ -476,7 +512,6 @@ static int check_terminate(mo_api *a, mo_api_req *q, mo_api_reply *r, json_t *in
 	static const char *const types[] = { "FORCEFUL", "GRACEFUL", NULL };
 	const char *t;
 	json_t *g = json_object_get(q->json, "gracefulTerminationTimeout");
-	(void)a, (void)zone;
 	if (mo_api_want_enum(r, q->json, "terminationType", 0, types, &t) < 0)
 		return -1;
 	if (g && (!json_is_integer(g) || json_integer_value(g) < 0)) {
@@ -492,6 +527,9 @@ static int check_terminate(mo_api *a, mo_api_req *q, mo_api_reply *r, json_t *in
 		mo_api_problem(r, 409, "the application package of instance %s is gone", q->params[0]);
 		return -1;
 	}
+	/* the operation records where it destroys, for an instance whose
+	 * instantiate failed as for one that completed */
+	*zone = inst_zone(a, inst);
 	return 0;
 }
 
@@ -717,19 +755,26 @@ static void on_log(void *ud, const char *who, const char *level, const char *msg
 	mo_api_store_run_log(c->a->st, c->owner, who, level, msg);
 }
 
-/* Resources recorded in a state database (0 when it cannot be read). */
+/* Resources recorded in a state database: 0 when there is none, -1 when
+ * it cannot be read (then what the instance recorded before stands, so a
+ * passing failure cannot make it deletable while it holds resources). */
 static long long count_resources(const char *state_path)
 {
 	mo_state *st = NULL;
 	mo_resource **list = NULL;
 	size_t n = 0;
+	long long count;
+	struct stat sb;
+	if (!state_path)
+		return -1;
+	if (stat(state_path, &sb) != 0)
+		return errno == ENOENT ? 0 : -1;
 	if (mo_state_open(&st, state_path) < 0)
-		return 0;
-	if (mo_state_list(st, &list, &n) < 0)
-		n = 0;
+		return -1;
+	count = mo_state_list(st, &list, &n) < 0 ? -1 : (long long)n;
 	mo_resource_list_free(list, n);
 	mo_state_close(st);
-	return (long long)n;
+	return count;
 }
 
 /* The message of a failed run: the error and each failed action. */
@@ -752,17 +797,17 @@ static char *run_error(int rc, const mo_run_result *res)
 void mo_api_lcm_run(mo_api *a, const char *op_id, mo_api_running *run)
 {
 	json_t *op, *inst, *pkg, *vars = NULL, *declared, *n, *all_vars = NULL;
-	const mo_api_zone *z;
+	const mo_api_zone *z = NULL;
 	mo_run_opts o;
 	mo_run_result res;
 	run_ctx ctx = { a, op_id };
 	char *plan = NULL, *state = NULL, *dir = NULL, *msg = NULL;
 	const char *lcmop, *opstate = "STARTED", *iid;
 	long long resources;
-	int rc;
+	int rc, started;
 	memset(&res, 0, sizeof(res));
 
-	/* STARTING -> PROCESSING */
+	/* STARTING -> PROCESSING; the zone the run works in */
 	mo_api_store_begin(a->st);
 	op = mo_api_store_peek(a->st, MO_K_OP, op_id);
 	if (!op || (strcmp(mo_api_jstr(mo_api_rec_doc(op), "operationState"), "STARTING") &&
@@ -770,29 +815,38 @@ void mo_api_lcm_run(mo_api *a, const char *op_id, mo_api_running *run)
 		mo_api_store_end(a->st, 0);
 		return;
 	}
-	if (!strcmp(mo_api_jstr(mo_api_rec_doc(op), "operationState"), "STARTING")) {
+	if (!strcmp(mo_api_jstr(mo_api_rec_doc(op), "operationState"), "STARTING"))
 		op = op_set(a, op, "PROCESSING", NULL);
-		if (mo_api_store_end(a->st, op != NULL) < 0) {
-			json_decref(op);
-			return;
-		}
-	} else {
+	else
 		json_incref(op);
-		mo_api_store_end(a->st, 1);
+	started = op != NULL;
+	iid = started ? mo_api_jstr(mo_api_rec_int(op), "instance") : NULL;
+	lcmop = started ? mo_api_jstr(mo_api_rec_doc(op), "lcmOperation") : NULL;
+	if (started && (n = mo_api_store_peek(a->st, MO_K_INST, iid))) {
+		const char *zid = mo_api_jstr(mo_api_rec_int(op), "zone"), *had;
+		if (!zid)
+			zid = inst_zone(a, n);
+		for (size_t i = 0; zid && i < a->cfg->nzones; i++)
+			if (!strcmp(a->cfg->zones[i].id, zid))
+				z = &a->cfg->zones[i];
+		had = mo_api_jstr(mo_api_rec_int(n), "zone");
+		if (z && !strcmp(lcmop, "INSTANTIATE") && (!had || strcmp(had, z->id))) {
+			/* from now on the instance may hold resources there, whatever
+			 * becomes of this operation: terminate must find them (an
+			 * instance holding resources elsewhere does not get here:
+			 * check_instantiate refuses another zone) */
+			n = json_deep_copy(n);
+			json_object_set_new(mo_api_rec_int(n), "zone", json_string(z->id));
+			started = mo_api_store_put(a->st, MO_K_INST, iid, n) == 0;
+		}
+	}
+	if (mo_api_store_end(a->st, started) < 0 || !started) {
+		json_decref(op);
+		return;
 	}
 	mo_api_notify_wake(a);
-	iid = mo_api_jstr(mo_api_rec_int(op), "instance");
-	lcmop = mo_api_jstr(mo_api_rec_doc(op), "lcmOperation");
 	inst = mo_api_store_get(a->st, MO_K_INST, iid);
 	pkg = inst ? mo_api_store_get(a->st, MO_K_PKG, mo_api_jstr(mo_api_rec_doc(inst), "appPkgId")) : NULL;
-	z = NULL;
-	for (size_t i = 0; i < a->cfg->nzones; i++) {
-		const char *zid = mo_api_jstr(mo_api_rec_int(op), "zone");
-		if (!zid)
-			zid = mo_api_jstr(mo_api_rec_int(inst), "zone");
-		if (zid && !strcmp(a->cfg->zones[i].id, zid))
-			z = &a->cfg->zones[i];
-	}
 	if (!inst || !pkg || !z) {
 		rc = mo_error_set(MO_EINVAL, "%s", !inst ? "the application instance is gone"
 						  : !pkg ? "the application package is gone"
@@ -848,11 +902,11 @@ void mo_api_lcm_run(mo_api *a, const char *op_id, mo_api_running *run)
 finish:
 	if (rc < 0 && !msg)
 		msg = mo_strdup(mo_error_last()->message);
-	resources = state ? count_resources(state) : 0;
+	resources = count_resources(state);
 	if (rc == MO_EINTR && a->stopping && !run->cancelled) {
 		/* shutting down: stays PROCESSING, resumed at the next start */
 		mo_api_store_begin(a->st);
-		if (inst && (n = mo_api_store_peek(a->st, MO_K_INST, iid))) {
+		if (inst && resources >= 0 && (n = mo_api_store_peek(a->st, MO_K_INST, iid))) {
 			n = json_deep_copy(n);
 			json_object_set_new(mo_api_rec_int(n), "resources", json_integer(resources));
 			mo_api_store_put(a->st, MO_K_INST, iid, n);
@@ -867,8 +921,13 @@ finish:
 		json_t *ni = cur_inst ? json_deep_copy(cur_inst) : NULL, *nop = NULL;
 		const char *new_inst_state = NULL;
 		int ok = cur_op != NULL;
-		if (ni)
+		if (ni && resources >= 0)
 			json_object_set_new(mo_api_rec_int(ni), "resources", json_integer(resources));
+		if (ni) {
+			resources = json_integer_value(json_object_get(mo_api_rec_int(ni), "resources"));
+			if (resources > 0 && z && !mo_api_jstr(mo_api_rec_int(ni), "zone"))
+				json_object_set_new(mo_api_rec_int(ni), "zone", json_string(z->id));
+		}
 		if (ok && rc == 0) {
 			nop = op_set(a, cur_op, "COMPLETED", "isCancelPending", json_false(), "cancelMode", NULL, NULL);
 			if (ni) {

@@ -261,9 +261,19 @@ void mo_api_h_sub_create_lcm(mo_api *a, mo_api_req *q, mo_api_reply *r)
 
 static void sub_list(mo_api *a, mo_api_req *q, mo_api_reply *r, const char *api)
 {
-	json_t *all = mo_api_store_all(a->st, MO_K_SUB), *subs = json_array(), *rec;
-	const char *want = mo_api_query(q, "subscription_type");
+	json_t *all, *subs, *rec;
+	/* v3.1.1 names it subscriptiontype; earlier drafts (and this server
+	 * before) subscription_type: either, not two different ones */
+	const char *want = mo_api_query(q, "subscriptiontype"), *old = mo_api_query(q, "subscription_type");
 	size_t i;
+	if (want && old && strcmp(want, old)) {
+		mo_api_problem(r, 400, "subscriptiontype and subscription_type differ: give one of them");
+		return;
+	}
+	if (!want)
+		want = old;
+	all = mo_api_store_all(a->st, MO_K_SUB);
+	subs = json_array();
 	json_array_foreach(all, i, rec) {
 		json_t *d = mo_api_rec_doc(rec);
 		if (!mo_api_visible(q, rec) || strcmp(mo_api_jstr(mo_api_rec_int(rec), "api"), api))

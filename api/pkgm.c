@@ -4,7 +4,9 @@
  *
  * A package is a zip (uploaded with PUT package_content, or fetched from an
  * http(s) appPkgPath) or a git repository (appPkgPath git+file://, file://,
- * git://, git+https://, git+ssh://, with //subdir and ?ref=).  It holds
+ * git://, git+https://, git+ssh://, with //subdir and ?ref=; the local
+ * file:// and git+file:// for operators only, unless the configuration's
+ * limits.localPackageSources opens them to every role).  It holds
  * appd.json (the AppD) and plan.lua (the IaC plan that deploys the app into
  * a zone) plus any local modules.  Onboarding (on a worker):
  *   CREATED -> UPLOADING (fetch) -> PROCESSING (verify the checksum, unpack,
@@ -15,7 +17,8 @@
  *
  * Checksums: SHA-256 of the zip file for zips; for git packages the "tree
  * digest" (mo_api_tree_digest, documented in docs/api.md), which a client
- * computes with sha256sum over the checked-out files.
+ * computes with sha256sum over the checked-out files.  A mismatch never
+ * shows the digest of a fetched source (only that of an upload).
  */
 #include "api_int.h"
 #include "engine.h"
@@ -103,6 +106,20 @@ static int valid_hex64(const char *s)
 	return 1;
 }
 
+/* A source on the server's own file system.  A tenant giving one would have
+ * the server read (and zip, and serve back) any file or repository it can
+ * read, so only operators may, unless limits.localPackageSources says
+ * every role may (a lab, a single-tenant system). */
+static int local_path(const char *p)
+{
+	return !strncmp(p, "file://", 7) || !strncmp(p, "git+file://", 11);
+}
+
+static int local_allowed(const mo_api *a, int by_operator)
+{
+	return by_operator || a->cfg->local_package_sources;
+}
+
 static int supported_path(const char *p)
 {
 	static const char *const pre[] = { "git+file://", "git+https://", "git+http://", "git+ssh://", "git://",
@@ -147,6 +164,13 @@ void mo_api_h_pkg_create(mo_api *a, mo_api_req *q, mo_api_reply *r)
 			       "git+ssh://, http:// or https://", path);
 		return;
 	}
+	if (path && local_path(path) && !local_allowed(a, q->who->role == MO_ROLE_OPERATOR)) {
+		mo_api_problem(r, 403, "appPkgPath: file:// and git+file:// name the server's own files, which only "
+			       "operators may onboard from (unless the server enables limits.localPackageSources); "
+			       "use git+https://, git+ssh://, git://, https:// or upload the package with PUT "
+			       "package_content");
+		return;
+	}
 	mo_api_uuid(id);
 	doc = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:{s:s,s:s},s:{},s:s,s:s,s:s,s:o}", "id", id, "appPkgName",
 			name, "appPkgVersion", version, "appDId", "", "appProvider", provider ? provider : "",
@@ -168,6 +192,8 @@ void mo_api_h_pkg_create(mo_api *a, mo_api_req *q, mo_api_reply *r)
 	o = mo_api_rec_int(rec);
 	if (path && path[0])
 		json_object_set_new(o, "path", json_string(path));
+	if (q->who->role == MO_ROLE_OPERATOR)
+		json_object_set_new(o, "byOperator", json_true());
 	mo_api_store_begin(a->st);
 	all = mo_api_store_all(a->st, MO_K_PKG);
 	json_array_foreach(all, i, o) {
@@ -528,7 +554,10 @@ json_t *mo_api_plan_vars(const mo_api_zone *z, const json_t *inst_rec, const cha
 
 /* Resolve and pin the plan's module sources (writes mecorch.lock beside
  * the plan) and learn which of the offered variables it declares. */
-static int prepare_plan(mo_api *a, const char *root, json_t **declared)
+/* confine: the plan's local module sources must stay inside the package
+ * and local git repositories are refused (a package of a role that may not
+ * name the server's files). */
+static int prepare_plan(mo_api *a, const char *root, int confine, json_t **declared)
 {
 	mo_rt rt;
 	mo_sandbox_limits lim;
@@ -552,6 +581,7 @@ static int prepare_plan(mo_api *a, const char *root, json_t **declared)
 		so.plan_dir = root;
 		so.cache_dir = a->cache_dir;
 		so.mode = MO_SOURCES_INIT;
+		so.confine_dir = confine ? root : NULL;
 		memset(&po, 0, sizeof(po));
 		po.path = plan;
 		po.vars = vars;
@@ -690,7 +720,13 @@ void mo_api_onboard_run(mo_api *a, const char *id, mo_api_running *run)
 	}
 	if ((rc = mo_api_mkdirs(dir)) < 0)
 		goto fail;
-	/* UPLOADING: fetch from appPkgPath */
+	/* UPLOADING: fetch from appPkgPath (checked again: the configuration
+	 * may have changed since the request, before a restart resumed it) */
+	if (path && local_path(path) && !local_allowed(a, json_is_true(json_object_get(in, "byOperator")))) {
+		rc = mo_error_set(MO_EINVAL, "appPkgPath: file:// and git+file:// sources are for operators "
+					    "(limits.localPackageSources is off)");
+		goto fail;
+	}
 	if (path) {
 		int is_git = !strncmp(path, "git", 3);
 		if (!strncmp(path, "file://", 7)) {
@@ -725,8 +761,10 @@ void mo_api_onboard_run(mo_api *a, const char *id, mo_api_running *run)
 		if ((rc = mo_api_tree_digest(tree, digest)) < 0)
 			goto fail;
 		if (strcmp(digest, want)) {
-			rc = mo_error_set(MO_EINVAL, "checksum mismatch: the package tree digest (SHA-256) is %s, "
-					  "the request said %s", digest, want);
+			/* the digest seen is not shown: it would tell a client the
+			 * hash of whatever the source let the server read */
+			rc = mo_error_set(MO_EINVAL, "checksum mismatch: the package tree digest (SHA-256) does not "
+					  "match the checksum given (%s)", want);
 			goto fail;
 		}
 		if ((rc = mo_api_zip_tree(tree, zip)) < 0)
@@ -735,8 +773,14 @@ void mo_api_onboard_run(mo_api *a, const char *id, mo_api_running *run)
 		if ((rc = mo_api_file_sha256(zip, digest)) < 0)
 			goto fail;
 		if (strcmp(digest, want)) {
-			rc = mo_error_set(MO_EINVAL, "checksum mismatch: the package's SHA-256 is %s, the request "
-					  "said %s", digest, want);
+			/* the digest of an upload is shown (the client sent those
+			 * bytes), not that of a fetched file */
+			if (path)
+				rc = mo_error_set(MO_EINVAL, "checksum mismatch: the package's SHA-256 does not "
+						  "match the checksum given (%s)", want);
+			else
+				rc = mo_error_set(MO_EINVAL, "checksum mismatch: the uploaded package's SHA-256 is "
+						  "%s, the checksum given is %s", digest, want);
 			goto fail;
 		}
 		if ((rc = mo_api_unzip(zip, tree, (uint64_t)a->cfg->max_package * 8)) < 0)
@@ -789,7 +833,8 @@ void mo_api_onboard_run(mo_api *a, const char *id, mo_api_running *run)
 		if (rc < 0)
 			goto fail;
 	}
-	if ((rc = prepare_plan(a, root, &declared)) < 0) {
+	if ((rc = prepare_plan(a, root, !local_allowed(a, json_is_true(json_object_get(in, "byOperator"))),
+			       &declared)) < 0) {
 		mo_error_prefix("plan.lua");
 		goto fail;
 	}

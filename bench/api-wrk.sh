@@ -26,7 +26,8 @@ cat >"$W/config.json" <<JSON
   "system": { "systemName": "bench", "systemProvider": "lab.example" },
   "zones": [ { "id": "zone-1", "geolocation": { "latitude": 48.85, "longitude": 2.35 },
                "domains": { "edge": { "endpoint": "http://127.0.0.1:9" } } } ],
-  "tokens": [ { "token": "$TOKEN", "tenant": "bench" } ] }
+  "tokens": [ { "token": "$TOKEN", "tenant": "bench" } ],
+  "limits": { "localPackageSources": true } }
 JSON
 "$MECORCH" serve --config "$W/config.json" --port-file "$W/port" >"$W/serve.log" 2>&1 &
 PID=$!

@@ -40,6 +40,7 @@
 
 struct mo_sources {
 	char *plan_dir;
+	char *confine;  /* realpath of mo_source_opts.confine_dir, or NULL */
 	char *lock_path;
 	char *cache_dir; /* absolute */
 	int mode;
@@ -355,6 +356,17 @@ int mo_sources_open(mo_sources **out, const mo_source_opts *opts)
 	if (!(s = mo_calloc(1, sizeof(*s))))
 		return mo_error_set(MO_ENOMEM, "out of memory");
 	s->mode = opts->mode;
+	if (opts->confine_dir) {
+		char real[PATH_MAX];
+		if (!realpath(opts->confine_dir, real)) {
+			mo_free(s);
+			return mo_error_set(MO_ESOURCE, "%s: %s", opts->confine_dir, strerror(errno));
+		}
+		if (!(s->confine = mo_strdup(real))) {
+			mo_free(s);
+			return mo_error_set(MO_ENOMEM, "out of memory");
+		}
+	}
 	s->plan_dir = mo_strdup(opts->plan_dir ? opts->plan_dir : ".");
 	s->lock_path = opts->lock_path ?
 			       mo_strdup(opts->lock_path) :
@@ -389,6 +401,7 @@ void mo_sources_free(mo_sources *s)
 	mo_free(s->cur);
 	strv_free(s->fetched, s->nfetched);
 	strv_free(s->verified, s->nverified);
+	mo_free(s->confine);
 	mo_git_auth_free(&s->auth);
 	mo_free(s->plan_dir);
 	mo_free(s->lock_path);
@@ -698,6 +711,12 @@ static int resolve_git(mo_sources *s, const char *source, const char *version, c
 	memset(&e, 0, sizeof(e));
 	if ((rc = mo_git_source_parse(&src, source)) < 0)
 		return rc;
+	if (s->confine && src->scheme == MO_GIT_FILE) {
+		rc = mo_error_set(MO_ESOURCE, "module source '%s': a local repository is not allowed here "
+				  "(only sources inside the package, or remote git URLs)",
+				  src->key);
+		goto done;
+	}
 	if (version && *version) {
 		if (src->ref) {
 			rc = mo_error_set(MO_ESOURCE, "give either ?ref= or a version constraint, "
@@ -780,6 +799,13 @@ int mo_sources_resolve(mo_sources *s, const char *source, const char *version, c
 		return mo_error_set(MO_ESOURCE, "source '%s': no module.lua in %s", source, real);
 	}
 	mo_free(mod);
+	if (s->confine) {
+		size_t n = strlen(s->confine);
+		if (strncmp(real, s->confine, n) || (real[n] != '/' && real[n] != '\0'))
+			return mo_error_set(MO_ESOURCE, "source '%s': outside the package (only modules "
+					    "inside it, or remote git URLs, are allowed here)",
+					    source);
+	}
 	*dir = mo_strdup(real);
 	*pinned = mo_strdup(real);
 	if (!*dir || !*pinned) {

@@ -52,6 +52,12 @@ typedef struct {
 	const char *git_username;         /* MECORCH_GIT_USERNAME, else "x-access-token" */
 	const char *git_credentials; /* MECORCH_GIT_CREDENTIALS: https://user:token@host lines */
 	const char *ca_bundle;       /* MECORCH_CA_BUNDLE: PEM file or directory */
+
+	/* Untrusted plans (the API's tenant packages): when set, a local
+	 * source must resolve (symlinks followed) inside this directory, and
+	 * git+file:// / file:// sources are refused, so a plan cannot reach
+	 * the server's own files. */
+	const char *confine_dir;
 } mo_source_opts;
 
 /* Initialise libgit2 once per process.  Safe to call any number of times

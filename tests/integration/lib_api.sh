@@ -2,13 +2,16 @@
 #
 #   fed_start                      start examples/lab/federator; FED_URL, FED_PID
 #   api_config FILE [extra jq]     write a server config (zones on $LAB_URL, tokens
-#                                  TA (tenant a), TB (tenant b), TO (operator))
+#                                  TA (tenant a), TB (tenant b), TO (operator));
+#                                  local appPkgPaths (git+file://) open to every role
 #   api_start CONFIG               start `mecorch serve`; API (base URL), API_PID
 #   api_stop [SIG]                 stop it (TERM by default) and wait
 #   call TOKEN METHOD PATH [BODY] [curl args...]
 #                                  one request; S = status, body in $T/body
 #   body JQ                        a value of the last body
-#   wait_for DESC SECONDS COMMAND  poll (every 0.1 s) until COMMAND succeeds
+#   wait_for DESC SECONDS COMMAND  poll (every 0.1 s) until COMMAND succeeds, for at
+#                                  most SECONDS (give generous bounds: a slow machine
+#                                  must not fail the check)
 #   op_state ID / pkg_state ID     operationState / onboardingState (as TA)
 #   make_pkg_repo DIR              the example package as a git repo; prints the digest
 
@@ -27,7 +30,19 @@ fed_start() {
 	"$FEDERATOR" --port-file "$pf" --token federator-secret >>"$T/federator.log" 2>&1 &
 	FED_PID=$!
 	IT_PIDS+=("$FED_PID")
-	for i in $(seq 1 200); do [ -s "$pf" ] && break; sleep 0.05; done
+	for i in $(seq 1 1200); do # up to 60 s
+		[ -s "$pf" ] && break
+		if ! kill -0 "$FED_PID" 2>/dev/null; then
+			echo "the federator exited at start:" >&2
+			tail -n 5 "$T/federator.log" >&2
+			exit 1
+		fi
+		sleep 0.05
+	done
+	if [ ! -s "$pf" ]; then
+		echo "the federator did not write its port file" >&2
+		exit 1
+	fi
 	FED_PORT=$(tr -d '[:space:]' <"$pf")
 	FED_URL=http://127.0.0.1:$FED_PORT
 }
@@ -50,7 +65,7 @@ api_config() {
 			{token: $tb, tenant: "tenant-b", role: "tenant"},
 			{token: $to, tenant: "ops", role: "operator"}
 		],
-		limits: {maxBodyBytes: 65536, maxPackageBytes: 1048576},
+		limits: {maxBodyBytes: 65536, maxPackageBytes: 1048576, localPackageSources: true},
 		notifications: {retryBaseMs: 100, retryMaxMs: 1000, timeoutMs: 2000}
 	} | '"$extra" >"$file"
 }
@@ -61,7 +76,7 @@ api_start() {
 	"$MECORCH" serve --config "$1" --port-file "$pf" >>"$T/serve.log" 2>&1 &
 	API_PID=$!
 	IT_PIDS+=("$API_PID")
-	for i in $(seq 1 200); do
+	for i in $(seq 1 1200); do # up to 60 s
 		[ -s "$pf" ] && break
 		if ! kill -0 "$API_PID" 2>/dev/null; then
 			echo "mecorch serve exited at start:" >&2
@@ -70,6 +85,10 @@ api_start() {
 		fi
 		sleep 0.05
 	done
+	if [ ! -s "$pf" ]; then
+		echo "mecorch serve did not write its port file" >&2
+		exit 1
+	fi
 	API=http://127.0.0.1:$(tr -d '[:space:]' <"$pf")
 }
 
@@ -91,13 +110,15 @@ call() {
 body() { jq -r "$1" "$T/body" 2>/dev/null; }
 
 wait_for() {
-	local desc=$1 secs=$2 i
+	local desc=$1 secs=$2 end
 	shift 2
-	for i in $(seq 1 $((secs * 10))); do
+	end=$((SECONDS + secs))
+	while :; do
 		if "$@"; then
 			_pass "$desc"
 			return 0
 		fi
+		[ "$SECONDS" -ge "$end" ] && break
 		sleep 0.1
 	done
 	_fail "$desc" "still not true after ${secs}s: $*"

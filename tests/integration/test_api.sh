@@ -6,8 +6,10 @@
 # the receiver fails), operates, terminates (labcloud empty) and deletes;
 # FAILED_TEMP and retry; bad requests of every kind; isolation of two
 # tenants; DevOps plan/apply/destroy; federation discovery; a server killed
-# in the middle of an instantiate resumes it without orphans; a clean stop
-# deregisters.
+# in the middle of an instantiate resumes it without orphans; an instantiate
+# that fails part-way, or is cancelled, then failed, is terminated (labcloud
+# empty) and deleted; a clean stop deregisters; local package sources are
+# for operators unless the configuration opens them.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_api.sh"
 
@@ -43,6 +45,14 @@ call "$TA" POST /app_lcm/v1/subscriptions \
 check_eq "POST AppInstanceStateChange subscription: 201" 201 "$S"
 call "$TA" GET /app_lcm/v1/subscriptions
 check_eq "GET app_lcm subscriptions lists 2" 2 "$(body '._links.subscriptions | length')"
+call "$TA" GET "/app_lcm/v1/subscriptions?subscriptiontype=AppInstanceStateChange"
+check_eq "?subscriptiontype= (the v3.1.1 name) lists that type only" "200 1 AppInstanceStateChange" \
+	"$S $(body '._links.subscriptions | "\(length) \(.[0].subscriptionType)"')"
+call "$TA" GET "/app_lcm/v1/subscriptions?subscription_type=AppLcmOpOccStateChange"
+check_eq "?subscription_type= (the earlier name) filters too" "200 1 AppLcmOpOccStateChange" \
+	"$S $(body '._links.subscriptions | "\(length) \(.[0].subscriptionType)"')"
+call "$TA" GET "/app_lcm/v1/subscriptions?subscriptiontype=AppLcmOpOccStateChange&subscription_type=AppInstanceStateChange"
+check_eq "both names with different values: 400" 400 "$S"
 call "$TA" GET "/app_pkgm/v1/subscriptions/$PKG_SUB"
 check_eq "GET one subscription" "$FED_URL/notify/pkg" "$(body .callbackUri)"
 
@@ -81,8 +91,20 @@ call "$TA" POST /app_pkgm/v1/app_packages "{\"appPkgName\":\"bad-sum\",\"appPkgV
 BAD=$(body .id)
 wait_for "a wrong checksum sends the package back to CREATED" 120 pkg_is "$BAD" CREATED
 call "$TA" GET "/app_pkgm/v1/app_packages/$BAD"
-check_true "onboardingFailureDetails says checksum mismatch and the digest seen" \
-	grep -q "checksum mismatch.*$DIGEST" <(body .onboardingFailureDetails.detail)
+check_true "onboardingFailureDetails says checksum mismatch" \
+	grep -q "checksum mismatch" <(body .onboardingFailureDetails.detail)
+check_eq "... without the digest the server computed for the fetched source" false \
+	"$(body ".onboardingFailureDetails.detail | contains(\"$DIGEST\")")"
+PASSWD_SUM=$(sha256sum /etc/passwd | cut -d' ' -f1)
+call "$TA" POST /app_pkgm/v1/app_packages "{\"appPkgName\":\"passwd\",\"appPkgVersion\":\"1\",
+	\"checksum\":{\"algorithm\":\"SHA-256\",\"hash\":\"$(printf '%064d' 0)\"},\"appPkgPath\":\"file:///etc/passwd\"}"
+check_eq "file:///etc/passwd as a tenant where limits.localPackageSources is on: 201" 201 "$S"
+BADP=$(body .id)
+wait_for "... its onboarding fails (CREATED)" 120 pkg_is "$BADP" CREATED
+call "$TA" GET "/app_pkgm/v1/app_packages/$BADP"
+check_eq "... and the failure does not tell the file's SHA-256" "true false" \
+	"$(body ".onboardingFailureDetails.detail | \"\\(contains(\"checksum mismatch\")) \\(contains(\"$PASSWD_SUM\"))\"")"
+call "$TA" DELETE "/app_pkgm/v1/app_packages/$BADP"
 call "$TA" DELETE "/app_pkgm/v1/app_packages/$BAD"
 check_eq "a failed (DISABLED, unused) package can be deleted: 204" 204 "$S"
 
@@ -401,8 +423,121 @@ check_true "resources under management (0 now)" grep -q '^mecorch_resources_unde
 call "" GET /openapi.yaml
 check_true "/openapi.yaml is served" grep -q '^openapi: 3' "$T/body"
 
+say "an instantiate that fails part-way: fail it, terminate, delete (nothing orphaned)"
+# Tenant b's package.  labcloud holds the app object's POST (latency) while
+# fail_rate turns on, so the app is created and the DNS record after it fails.
+loc_op() { grep -i '^Location:' "$T/hdr" | sed 's|.*/app_lcm_op_occs/||' | tr -d '\r\n'; }
+lab_posts_are() { [ "$(lab_stat .requests.POST)" = "$1" ]; }
+lab_reset_stats
+lab_config '{"latency_ms":3000}'
+call "$TB" POST /app_lcm/v1/app_instances '{"appDId":"edge-echo-1.0.0","appInstanceName":"half"}'
+IH=$(body .id)
+call "$TB" POST "/app_lcm/v1/app_instances/$IH/instantiate" '{"selectedMECHostInfo":[{"hostId":"zone-paris"}]}' -D "$T/hdr"
+OPH=$(loc_op)
+wait_for "the app object's POST reaches labcloud" 90 lab_posts_are 1
+lab_config '{"fail_rate":1,"latency_ms":0}'
+wait_for "the instantiate ends FAILED_TEMP" 120 op_is "$OPH" FAILED_TEMP "$TB"
+lab_config '{"fail_rate":0}'
+check_eq "labcloud holds the app object, no DNS record" "1 0" \
+	"$(lab_items apps | jq length) $(lab_items dns | jq length)"
+call "$TB" POST "/app_lcm/v1/app_lcm_op_occs/$OPH/fail"
+check_eq "fail the operation: 200 FAILED" "200 FAILED" "$S $(body .operationState)"
+call "$TB" GET "/app_lcm/v1/app_instances/$IH"
+check_eq "the instance is NOT_INSTANTIATED" NOT_INSTANTIATED "$(body .instantiationState)"
+call "$TB" DELETE "/app_lcm/v1/app_instances/$IH"
+check_eq "delete it while it holds what the failed instantiate made: 409" "409 true" \
+	"$S $(body '.detail | contains("still holds resources")')"
+call "$TB" POST "/app_lcm/v1/app_instances/$IH/instantiate" '{"selectedMECHostInfo":[{"hostId":"zone-berlin"}]}'
+check_eq "instantiate it in another zone meanwhile: 409" 409 "$S"
+call "$TB" POST "/app_lcm/v1/app_instances/$IH/terminate" '{}' -D "$T/hdr"
+check_eq "terminate it: 202" 202 "$S"
+OPT=$(loc_op)
+wait_for "the terminate COMPLETES" 90 op_is "$OPT" COMPLETED "$TB"
+check_eq "labcloud is empty again" 0 "$(lab_total)" || lab_pairs
+call "$TB" DELETE "/app_lcm/v1/app_instances/$IH"
+check_eq "then the instance can be deleted: 204" 204 "$S"
+
+say "cancel an instantiate while PROCESSING: fail it, terminate, delete"
+# The cancel lands while labcloud holds the app object's POST: the run lets
+# it finish, starts nothing more (no DNS record) and ends FAILED_TEMP.
+lab_reset_stats
+lab_config '{"latency_ms":3000}'
+call "$TB" POST /app_lcm/v1/app_instances '{"appDId":"edge-echo-1.0.0","appInstanceName":"cancelled"}'
+IC=$(body .id)
+call "$TB" POST "/app_lcm/v1/app_instances/$IC/instantiate" '{"selectedMECHostInfo":[{"hostId":"zone-berlin"}]}' -D "$T/hdr"
+OPC=$(loc_op)
+wait_for "the instantiate is PROCESSING" 90 op_is "$OPC" PROCESSING "$TB"
+wait_for "... with the app object's POST in labcloud" 90 lab_posts_are 1
+call "$TB" POST "/app_lcm/v1/app_lcm_op_occs/$OPC/cancel" '{"cancelMode":"GRACEFUL"}'
+check_eq "cancel: 202" 202 "$S"
+lab_config '{"latency_ms":0}'
+wait_for "the cancelled instantiate ends FAILED_TEMP" 120 op_is "$OPC" FAILED_TEMP "$TB"
+call "$TB" GET "/app_lcm/v1/app_lcm_op_occs/$OPC"
+check_eq "its error says Cancelled" Cancelled "$(body .error.title)"
+check_eq "labcloud holds the app object the run let finish, no DNS record" "1 0" \
+	"$(lab_items apps | jq length) $(lab_items dns | jq length)"
+call "$TB" POST "/app_lcm/v1/app_lcm_op_occs/$OPC/fail"
+check_eq "fail the cancelled operation: 200 FAILED" "200 FAILED" "$S $(body .operationState)"
+call "$TB" POST "/app_lcm/v1/app_instances/$IC/terminate" '{"terminationType":"FORCEFUL"}' -D "$T/hdr"
+check_eq "terminate it: 202" 202 "$S"
+OPT=$(loc_op)
+wait_for "the terminate COMPLETES" 90 op_is "$OPT" COMPLETED "$TB"
+check_eq "labcloud is empty again" 0 "$(lab_total)" || lab_pairs
+call "$TB" DELETE "/app_lcm/v1/app_instances/$IC"
+check_eq "then the instance can be deleted: 204" 204 "$S"
+
 say "a clean stop deregisters"
 api_stop TERM
 check_eq "the federator holds no system after the stop" 0 "$(curl -s "$FED_URL/_stats" | jq .systems)"
+
+say "local package sources are for operators unless limits.localPackageSources"
+api_config "$T/strict.json" '.dataDir += "-strict" | del(.federator) | del(.limits.localPackageSources)'
+api_start "$T/strict.json"
+for src in file:///etc/passwd "git+file://$T/pkgrepo"; do
+	call "$TB" POST /app_pkgm/v1/app_packages "{\"appPkgName\":\"local\",\"appPkgVersion\":\"1\",
+		\"checksum\":{\"algorithm\":\"SHA-256\",\"hash\":\"$(printf '%064d' 0)\"},\"appPkgPath\":\"$src\"}"
+	check_eq "a tenant's appPkgPath $src: 403 saying why" "403 true" \
+		"$S $(body '.detail | contains("operators") and contains("localPackageSources")')"
+done
+call "$TB" GET /app_pkgm/v1/app_packages
+check_eq "... and no package was created" 0 "$(body length)"
+# A tenant's uploaded package whose plan names a module outside itself.
+# bad_zip NAME SOURCE: a zip of the example AppD and a plan using SOURCE.
+bad_zip() {
+	mkdir -p "$T/$1"
+	cp "$MO_SOURCE_DIR/examples/serve/package/appd.json" "$T/$1/"
+	printf 'module("net", { source = "%s", inputs = {} })\n' "$2" >"$T/$1/plan.lua"
+	(cd "$T/$1" && python3 -c 'import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    z.write("appd.json"); z.write("plan.lua")' "$T/$1.zip")
+	sha256sum "$T/$1.zip" | cut -d' ' -f1
+}
+for c in "abs|$MO_SOURCE_DIR/iac-modules/lab/generic|outside the package" \
+	"git|git+file://$T/pkgrepo//modules/generic?ref=v1.0.0|local repository is not allowed"; do
+	IFS='|' read -r name src want <<<"$c"
+	sum=$(bad_zip "$name" "$src")
+	call "$TB" POST /app_pkgm/v1/app_packages \
+		"{\"appPkgName\":\"$name\",\"appPkgVersion\":\"1\",\"checksum\":{\"algorithm\":\"SHA-256\",\"hash\":\"$sum\"}}"
+	BADP=$(body .id)
+	call "$TB" PUT "/app_pkgm/v1/app_packages/$BADP/package_content" "" --data-binary "@$T/$name.zip" \
+		-H 'Content-Type: application/zip'
+	wait_for "a tenant's package whose plan uses $name module source $src is refused (CREATED)" 120 \
+		pkg_is "$BADP" CREATED "$TB"
+	call "$TB" GET "/app_pkgm/v1/app_packages/$BADP"
+	check_eq "... saying: $want" true "$(body ".onboardingFailureDetails.detail | contains(\"$want\")")"
+done
+call "$TO" POST /app_pkgm/v1/app_packages "{\"appPkgName\":\"edge-echo\",\"appPkgVersion\":\"1.0.0\",
+	\"checksum\":{\"algorithm\":\"SHA-256\",\"hash\":\"$DIGEST\"},\"appPkgPath\":\"git+file://$T/pkgrepo?ref=v1.0.0\"}"
+check_eq "an operator's git+file:// source: 201" 201 "$S"
+OPKG=$(body .id)
+wait_for "... onboarded" 120 pkg_is "$OPKG" ONBOARDED "$TO"
+call "$TO" POST /app_pkgm/v1/app_packages "{\"appPkgName\":\"passwd\",\"appPkgVersion\":\"1\",
+	\"checksum\":{\"algorithm\":\"SHA-256\",\"hash\":\"$(printf '%064d' 0)\"},\"appPkgPath\":\"file:///etc/passwd\"}"
+OBAD=$(body .id)
+wait_for "an operator's file:///etc/passwd with a wrong checksum fails (CREATED)" 120 pkg_is "$OBAD" CREATED "$TO"
+call "$TO" GET "/app_pkgm/v1/app_packages/$OBAD"
+check_eq "... without showing the file's SHA-256" "true false" \
+	"$(body ".onboardingFailureDetails.detail | \"\\(contains(\"checksum mismatch\")) \\(contains(\"$PASSWD_SUM\"))\"")"
+api_stop TERM
 
 finish

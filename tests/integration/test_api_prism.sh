@@ -19,14 +19,26 @@ fed_start
 api_config "$T/api.json"
 api_start "$T/api.json"
 SERVER=$API
-PPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$PRISM" proxy -h 127.0.0.1 -p "$PPORT" "$MO_SOURCE_DIR/api/openapi.yaml" "$SERVER" >"$T/prism.log" 2>&1 &
-IT_PIDS+=("$!")
-API=http://127.0.0.1:$PPORT
-for i in $(seq 1 300); do
-	curl -s -o /dev/null "$API/health" && break
-	sleep 0.1
+# Prism takes its port on the command line: a free one, and another one
+# when Prism could not have it (then it is not the process listening).
+for try in 1 2 3 4 5; do
+	PPORT=$(it_free_port)
+	"$PRISM" proxy -h 127.0.0.1 -p "$PPORT" "$MO_SOURCE_DIR/api/openapi.yaml" "$SERVER" >>"$T/prism.log" 2>&1 &
+	PRISM_PID=$!
+	_it_track "$PRISM_PID"
+	wait_listen "$PPORT" "$PRISM_PID" 120 && break
+	kill -KILL "$PRISM_PID" 2>/dev/null
+	wait "$PRISM_PID" 2>/dev/null
+	PRISM_PID=
 done
+if [ -z "$PRISM_PID" ]; then
+	echo "Prism did not start:" >&2
+	tail -n 5 "$T/prism.log" >&2
+	exit 1
+fi
+API=http://127.0.0.1:$PPORT
+prism_up() { curl -s -o /dev/null --max-time 10 "$API/health"; }
+poll_until 120 prism_up
 
 VIOLATIONS=0
 # pcall TOKEN METHOD PATH [BODY] [curl args]: call through Prism; count violations.
@@ -57,7 +69,7 @@ pcall "$TA" GET /app_pkgm/v1/subscriptions
 pcall "$TA" GET "/app_pkgm/v1/subscriptions/$SUB"
 pcall "$TA" POST /app_pkgm/v1/app_packages "{\"appPkgName\":\"edge-echo\",\"appPkgVersion\":\"1.0.0\",\"checksum\":{\"algorithm\":\"SHA-256\",\"hash\":\"$DIGEST\"},\"appPkgPath\":\"git+file://$T/pkgrepo\"}"
 PKG=$(body .id)
-wait_for "onboarded" 20 pkg_is "$PKG" ONBOARDED
+wait_for "onboarded" 120 pkg_is "$PKG" ONBOARDED
 pcall "$TA" GET /app_pkgm/v1/app_packages
 pcall "$TA" GET "/app_pkgm/v1/app_packages/$PKG"
 pcall "$TA" GET "/app_pkgm/v1/app_packages/$PKG/appd"
@@ -75,7 +87,7 @@ PKGB=$(body .id)
 # below (415 for a missing media type is part of the contract too).
 API=$SERVER call "$TB" PUT "/app_pkgm/v1/app_packages/$PKGB/package_content" "" --data-binary "@$T/pkg.zip" -H 'Content-Type: application/zip'
 check_eq "upload (direct): 202" 202 "$S"
-wait_for "uploaded package onboarded" 20 pkg_is "$PKGB" ONBOARDED "$TB"
+wait_for "uploaded package onboarded" 120 pkg_is "$PKGB" ONBOARDED "$TB"
 
 say "instances and operations"
 pcall "$TA" POST /app_lcm/v1/subscriptions "{\"subscriptionType\":\"AppLcmOpOccStateChange\",\"callbackUri\":\"$FED_URL/notify/op\"}"
@@ -85,7 +97,7 @@ I=$(body .id)
 pcall "$TA" GET /app_lcm/v1/app_instances
 pcall "$TA" POST "/app_lcm/v1/app_instances/$I/instantiate" '{"selectedMECHostInfo":[{"hostId":"zone-paris"}]}'
 OP=$(curl -s -H "Authorization: Bearer $TA" "$SERVER/app_lcm/v1/app_lcm_op_occs" | jq -r '.[0].id')
-wait_for "instantiated" 30 op_is "$OP" COMPLETED
+wait_for "instantiated" 90 op_is "$OP" COMPLETED
 pcall "$TA" GET "/app_lcm/v1/app_instances/$I"
 pcall "$TA" GET /app_lcm/v1/app_lcm_op_occs
 pcall "$TA" GET "/app_lcm/v1/app_lcm_op_occs?filter=(eq,lcmOperation,INSTANTIATE)&fields=operationParams"
@@ -98,10 +110,10 @@ pcall "$TA" POST "/app_lcm/v1/app_lcm_op_occs/$OP/retry"
 pcall "$TA" POST "/app_lcm/v1/app_instances/$I/instantiate" '{}'
 pcall "$TA" POST "/app_lcm/v1/app_instances/$I/operate" '{"changeStateTo":"STOPPED"}'
 OP=$(curl -s -H "Authorization: Bearer $TA" "$SERVER/app_lcm/v1/app_lcm_op_occs" | jq -r '.[-1].id')
-wait_for "stopped" 30 op_is "$OP" COMPLETED
+wait_for "stopped" 90 op_is "$OP" COMPLETED
 pcall "$TA" POST "/app_lcm/v1/app_instances/$I/terminate" '{"terminationType":"GRACEFUL","gracefulTerminationTimeout":5}'
 OP=$(curl -s -H "Authorization: Bearer $TA" "$SERVER/app_lcm/v1/app_lcm_op_occs" | jq -r '.[-1].id')
-wait_for "terminated" 30 op_is "$OP" COMPLETED
+wait_for "terminated" 90 op_is "$OP" COMPLETED
 pcall "$TA" DELETE "/app_lcm/v1/app_instances/$I"
 pcall "$TA" GET "/app_lcm/v1/app_instances/$I"
 call "" GET /app_lcm/v1/app_instances
@@ -109,7 +121,7 @@ check_eq "without a token: 401 (Prism flags the request itself)" 401 "$S"
 
 say "federation and DevOps (operator)"
 registered() { test "$(curl -s "$FED_URL/_stats" | jq .systems)" = 1; }
-wait_for "registered" 30 registered
+wait_for "registered" 90 registered
 pcall "$TO" GET /mecorch/v1/federation/system
 pcall "$TO" GET "/mecorch/v1/federation/systems?systemname=mecorch-it"
 pcall "$TO" GET "/mecorch/v1/federation/systems?systemname=nobody"
@@ -125,14 +137,14 @@ git -C "$T/devops" init -q -b main && git -C "$T/devops" add -A &&
 pcall "$TO" POST /mecorch/v1/deployments "{\"source\":\"git+file://$T/devops\",\"variables\":{\"endpoint\":\"$LAB_URL\"}}"
 DEP=$(body .id)
 dep_is() { [ "$(curl -s -H "Authorization: Bearer $TO" "$SERVER/mecorch/v1/deployments/$DEP" | jq -r .state)" = "$1" ]; }
-wait_for "planned" 30 dep_is PLANNED
+wait_for "planned" 90 dep_is PLANNED
 pcall "$TO" GET "/mecorch/v1/deployments/$DEP"
 pcall "$TO" POST "/mecorch/v1/deployments/$DEP/apply"
-wait_for "applied" 30 dep_is APPLIED
+wait_for "applied" 90 dep_is APPLIED
 pcall "$TO" GET /mecorch/v1/deployments
 pcall "$TO" GET "/mecorch/v1/deployments/$DEP/events"
 pcall "$TO" POST "/mecorch/v1/deployments/$DEP/destroy"
-wait_for "destroyed" 30 dep_is DESTROYED
+wait_for "destroyed" 90 dep_is DESTROYED
 pcall "$TO" DELETE "/mecorch/v1/deployments/$DEP"
 
 check_eq "no contract violation in the whole flow" 0 "$VIOLATIONS"

@@ -125,15 +125,20 @@ tls_config() {
 }
 
 # tls_start CONFIG: start the server (api_start) and check it says https;
-# PORT, API (https://127.0.0.1:PORT).
+# PORT, API (https://127.0.0.1:PORT).  The server writes its port file
+# before it prints that line: wait (bounded) for the line.
 tls_start() {
 	local before
 	before=$(cat "$T/serve.log" 2>/dev/null | wc -l)
 	api_start "$1"
 	PORT=${API##*:}
 	API=https://127.0.0.1:$PORT
-	check_true "the server listens on $API" \
-		grep -qF "listening on $API " <(tail -n "+$((${before:-0} + 1))" "$T/serve.log")
+	poll_until 60 _said_listening "$((${before:-0} + 1))"
+	check_true "the server listens on $API" _said_listening "$((${before:-0} + 1))"
+}
+# _said_listening LINE: serve.log from LINE on says it listens on $API.
+_said_listening() {
+	grep -qF "listening on $API " <(tail -n "+$1" "$T/serve.log")
 }
 
 # req TOKEN CERT METHOD PATH [BODY] [curl args...]: one request over TLS that
@@ -172,16 +177,16 @@ forget_pid() {
 	IT_PIDS=("${keep[@]}")
 }
 
-# stop_server DESC: SIGTERM, then wait (at most 20 s) for the exit status.
+# stop_server DESC: SIGTERM, then wait (at most 60 s) for the exit status.
 stop_server() {
 	local i rc
 	kill -TERM "$API_PID" 2>/dev/null
-	for i in $(seq 1 200); do
+	for i in $(seq 1 600); do
 		kill -0 "$API_PID" 2>/dev/null || break
 		sleep 0.1
 	done
 	if kill -0 "$API_PID" 2>/dev/null; then
-		_fail "$1" "still running 20 s after SIGTERM"
+		_fail "$1" "still running 60 s after SIGTERM"
 		kill -KILL "$API_PID" 2>/dev/null
 		wait "$API_PID" 2>/dev/null
 		forget_pid "$API_PID"
@@ -257,7 +262,7 @@ PKG_B=$(body .id)
 req "$TB" "" PUT "/app_pkgm/v1/app_packages/$PKG_B/package_content" "" \
 	-H 'Content-Type: application/zip' --data-binary "@$T/pkg.zip"
 check_eq "PUT package_content (application/zip) over https: 202" 202 "$S"
-wait_for "the package reaches ONBOARDED" 20 pkg_tls_is "$PKG_B" ONBOARDED
+wait_for "the package reaches ONBOARDED" 120 pkg_tls_is "$PKG_B" ONBOARDED
 req "$TB" "" GET "/app_pkgm/v1/app_packages/$PKG_B/package_content"
 check_eq "GET package_content over https: 200, the uploaded bytes" "200 $ZSUM" \
 	"$S $(sha256sum <"$T/body" | cut -d' ' -f1)"
@@ -266,7 +271,7 @@ check_eq "a Range over https: 206 with those 20 bytes" "206 $(tail -c +11 "$T/pk
 	"$S $(od -An -tx1 <"$T/body" | tr -d ' \n')"
 
 say "TLS: MEC 040 registration with the federator"
-wait_for "/health (over https) says the system is registered" 10 health_registered
+wait_for "/health (over https) says the system is registered" 60 health_registered
 check_eq "the federator holds one system" 1 "$(fed_systems)"
 req "$TO" "" GET /mecorch/v1/federation/system
 check_eq "federation/system over https: registered, our name" "true mecorch-it" \
@@ -280,10 +285,10 @@ openssl s_client -connect "127.0.0.1:$PORT" -CAfile "$CA" -verify_return_error -
 SCLIENT=$!
 _it_track "$SCLIENT"
 exec {HOLD}>"$T/sclient.in"
-wait_for "openssl s_client completes a verified handshake and stays connected" 10 \
+wait_for "openssl s_client completes a verified handshake and stays connected" 60 \
 	grep -q 'Verify return code: 0 (ok)' "$T/sclient.out"
 stop_server "SIGTERM with a stalled handshake and an idle TLS session open: exit 0"
-wait_for "the idle TLS client sees its connection closed" 10 sh -c "! kill -0 $SCLIENT 2>/dev/null"
+wait_for "the idle TLS client sees its connection closed" 60 sh -c "! kill -0 $SCLIENT 2>/dev/null"
 exec {HOLD}>&- {IDLE}>&-
 wait "$SCLIENT" 2>/dev/null
 forget_pid "$SCLIENT"
@@ -359,7 +364,7 @@ req "$TO" gateway GET /mecorch/v1/deployments
 check_eq "the operator's token with a certificate: 200" 200 "$S"
 
 say "client certificates required: registration and a clean stop"
-wait_for "/health says the system is registered again" 10 health_registered
+wait_for "/health says the system is registered again" 60 health_registered
 check_eq "the federator holds one system" 1 "$(fed_systems)"
 stop_server "SIGTERM: exit 0"
 check_eq "the clean stop deregistered" 0 "$(fed_systems)"
@@ -368,13 +373,13 @@ check_eq "the clean stop deregistered" 0 "$(fed_systems)"
 
 say "TLS configurations that are refused"
 tls_config "$T/badkey.json" '.dataDir = "'"$T/data-bad"'" | .tls.keyFile = "'"$PKI/gateway.key"'" | del(.federator)'
-timeout 20 "$MECORCH" serve --config "$T/badkey.json" --port-file "$T/bad.port" >"$OUT" 2>"$ERR"
+timeout 120 "$MECORCH" serve --config "$T/badkey.json" --port-file "$T/bad.port" >"$OUT" 2>"$ERR"
 RC=$?
 check_eq "a key that does not match the certificate: exit 1" 1 "$RC"
 check_out_has "... saying the certificate and key were refused" "TLS certificate and key were refused"
 tls_config "$T/dupcn.json" '.dataDir = "'"$T/data-bad"'" | del(.federator) | .tls.clientCaFile = "'"$CA"'" |
 	.tokens[0].clientCertCN = "mef-a" | .tokens[1].clientCertCN = "mef-a"'
-timeout 20 "$MECORCH" serve --config "$T/dupcn.json" --port-file "$T/bad.port" >"$OUT" 2>"$ERR"
+timeout 120 "$MECORCH" serve --config "$T/dupcn.json" --port-file "$T/bad.port" >"$OUT" 2>"$ERR"
 RC=$?
 check_eq "one clientCertCN on two token entries: exit 2" 2 "$RC"
 check_out_has "... naming the key" "tokens[1]: clientCertCN: two entries have the same clientCertCN"
