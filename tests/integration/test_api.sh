@@ -8,8 +8,13 @@
 # tenants; DevOps plan/apply/destroy; federation discovery; a server killed
 # in the middle of an instantiate resumes it without orphans; an instantiate
 # that fails part-way, or is cancelled, then failed, is terminated (labcloud
-# empty) and deleted; a clean stop deregisters; local package sources are
-# for operators unless the configuration opens them.
+# empty) and deleted; notifications still in the outbox when the server is
+# killed are delivered after the restart, each once and in order; a clean
+# stop deregisters; local package sources are for operators unless the
+# configuration opens them, while an http:// zip is open to tenants and its
+# checksum verified; every onboarding state, observed in order, with the
+# fetches held at their servers; the MEC 040 registration is retried until a
+# federator that was down comes up.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/lib_api.sh"
 
@@ -21,8 +26,7 @@ api_start "$T/api.json"
 say "health and MEC 040 registration"
 call "" GET /health
 check_eq "/health answers 200 without a token" 200 "$S"
-wait_for "the server registered its MEC system with the federator" 90 \
-	test "$(curl -s "$FED_URL/_stats" | jq .systems)" = 1
+wait_for "the server registered its MEC system with the federator" 90 fed_systems_is 1
 reg=$(curl -s -H 'Authorization: Bearer federator-secret' \
 	"$FED_URL/fed_enablement/v1/fed_resources/system_info?systemname=mecorch-it")
 check_eq "the federator holds our SystemInfo (name, provider)" "mecorch-it lab.example" \
@@ -82,8 +86,11 @@ check_eq "Range bytes=0-9: 206 with 10 bytes" "206 10" "$S $(stat -c %s "$T/body
 check_true "Content-Range: bytes 0-9/size" grep -qi "^Content-Range: bytes 0-9/$size" "$T/hdr"
 call "$TA" GET "/app_pkgm/v1/app_packages/$PKG/package_content" "" -H "Range: bytes=$((size + 10))-"
 check_eq "an unsatisfiable Range: 416" 416 "$S"
-wait_for "AppPackageOnBoarded notification delivered" 90 \
+# functions, so wait_for evaluates the received notifications on every try
+pkg_notified() {
 	test "$(received pkg | jq -r 'select(.notificationType == "AppPackageOnBoarded") | .appPkgId')" = "$PKG"
+}
+wait_for "AppPackageOnBoarded notification delivered" 90 pkg_notified
 
 say "onboarding failures"
 call "$TA" POST /app_pkgm/v1/app_packages "{\"appPkgName\":\"bad-sum\",\"appPkgVersion\":\"1\",
@@ -108,7 +115,9 @@ call "$TA" DELETE "/app_pkgm/v1/app_packages/$BADP"
 call "$TA" DELETE "/app_pkgm/v1/app_packages/$BAD"
 check_eq "a failed (DISABLED, unused) package can be deleted: 204" 204 "$S"
 
-say "upload a zip (tenant b): CREATED -> UPLOADING -> PROCESSING -> ONBOARDED"
+say "upload a zip (tenant b)"
+# (UPLOADING and PROCESSING pass too fast to be seen here: "onboarding states,
+# in order" below holds them.)
 ZSUM=$("$MO_SOURCE_DIR/examples/serve/make-package.sh" zip "$T/pkg.zip")
 call "$TB" POST /app_pkgm/v1/app_packages \
 	"{\"appPkgName\":\"edge-echo\",\"appPkgVersion\":\"1.0.0\",\"checksum\":{\"algorithm\":\"SHA-256\",\"hash\":\"$ZSUM\"}}"
@@ -162,10 +171,16 @@ check_lab_matches_state "labcloud objects == the instance's state"
 call "$TA" GET "/app_lcm/v1/app_lcm_op_occs/$OP1"
 check_eq "the op occurrence: INSTANTIATE, links to its instance" "INSTANTIATE $API/app_lcm/v1/app_instances/$I1" \
 	"$(body '"\(.lcmOperation) \(._links.appInstance.href)"')"
-wait_for "AppLcmOpOccNotification STARTING, PROCESSING, COMPLETED delivered in order" 90 \
+op1_notified() {
 	test "$(received op | jq -r --arg o "$OP1" 'select(.appLcmOpOccId == $o) | .operationState' | tr '\n' ' ')" = "STARTING PROCESSING COMPLETED "
-wait_for "AppInstNotification STARTED delivered" 90 \
-	test "$(received inst | jq -r --arg i "$I1" 'select(.appInstanceId == $i) | .appInstanceState')" = STARTED
+}
+wait_for "AppLcmOpOccNotification STARTING, PROCESSING, COMPLETED delivered in order" 90 op1_notified
+# the AppInstNotifications of instance $1 say the states $2, in this order
+inst_states_are() {
+	test "$(received inst | jq -r --arg i "$1" 'select(.appInstanceId == $i) | .appInstanceState' |
+		tr '\n' ' ' | sed 's/ $//')" = "$2"
+}
+wait_for "AppInstNotification STARTED delivered" 90 inst_states_are "$I1" STARTED
 
 say "ETSI attribute filter and selectors on the collections"
 call "$TA" GET "/app_lcm/v1/app_instances?filter=(eq,instantiationState,INSTANTIATED)"
@@ -338,6 +353,37 @@ check_eq "labcloud holds 2 objects per instance (3 instances)" 6 "$(lab_total)"
 dups=$(for c in apps dns; do lab_items $c | jq -r --arg c "$c" '.[] | "\($c)/\(.name)"'; done | sort | uniq -d)
 check_eq "no object was created twice across the restart" "" "$dups"
 
+say "notifications pending at a SIGKILL are delivered after the restart, each once"
+# The receiver answers 503 until after the restart, so no delivery can have
+# succeeded (and none be repeated) before the kill.
+pending_is() { [ "$(metric mecorch_notifications_pending)" = "$1" ]; }
+failures_above() { [ "$(metric mecorch_notification_failures_total)" -gt "$1" ]; }
+wait_for "every earlier notification is delivered (the outbox is empty)" 120 pending_is 0
+recv_fail
+NREC=$(received_count)
+FAILS=$(metric mecorch_notification_failures_total)
+call "$TA" POST "/app_lcm/v1/app_instances/$I1/operate" '{"changeStateTo":"STOPPED","stopType":"GRACEFUL"}' -D "$T/hdr"
+check_eq "operate STOPPED: 202" 202 "$S"
+OP6=$(grep -i '^Location:' "$T/hdr" | sed 's|.*/app_lcm_op_occs/||' | tr -d '\r\n')
+wait_for "the OPERATE COMPLETES while the receiver answers 503" 90 op_is "$OP6" COMPLETED
+check_eq "its notifications wait in the outbox: STARTING, PROCESSING, COMPLETED and the STOPPED instance" 4 \
+	"$(metric mecorch_notifications_pending)"
+wait_for "the notifier has tried and failed to deliver them" 60 failures_above "$FAILS"
+check_eq "the receiver has recorded none of them" "$NREC" "$(received_count)"
+api_stop KILL
+check_true "the server is gone (SIGKILL)" sh -c "! kill -0 $API_PID 2>/dev/null"
+api_start "$T/api.json"
+check_eq "after the restart the 4 notifications are still pending" 4 "$(metric mecorch_notifications_pending)"
+check_eq "... and still none was recorded (the receiver fails)" "$NREC" "$(received_count)"
+recv_ok
+wait_for "once the receiver answers 2xx the outbox drains" 120 pending_is 0
+check_eq "the OPERATE's notifications arrived once each, in order" "STARTING PROCESSING COMPLETED" \
+	"$(received op "$NREC" | jq -r --arg o "$OP6" 'select(.appLcmOpOccId == $o) | .operationState' | tr '\n' ' ' | sed 's/ $//')"
+check_eq "the instance's STOPPED notification arrived once" 1 \
+	"$(received inst "$NREC" | jq -r --arg i "$I1" 'select(.appInstanceId == $i and .appInstanceState == "STOPPED") | .id' | wc -l)"
+check_eq "no notification was recorded twice (by id)" "" \
+	"$(curl -s "$FED_URL/_notifications" | jq -r '.items[].body.id' | sort | uniq -d)"
+
 say "DevOps: plan from git, review, apply, events, destroy"
 mkdir -p "$T/devops/modules/generic"
 cp "$GENERIC/module.lua" "$T/devops/modules/generic/"
@@ -401,8 +447,8 @@ for I in "$I1" "$I2" "$I3"; do
 	wait_for "terminate $I completes" 90 op_is "$OPT" COMPLETED
 done
 check_eq "labcloud is empty" 0 "$(lab_total)" || lab_pairs
-wait_for "AppInstNotification NOT_INSTANTIATED delivered" 90 \
-	test "$(received inst | jq -r --arg i "$I1" 'select(.appInstanceId == $i) | .appInstanceState' | tail -n 1)" = NOT_INSTANTIATED
+wait_for "AppInstNotification NOT_INSTANTIATED delivered, after every earlier state once, in order" 90 \
+	inst_states_are "$I1" "STARTED STOPPED STARTED STOPPED NOT_INSTANTIATED"
 for I in "$I1" "$I2" "$I3"; do
 	call "$TA" DELETE "/app_lcm/v1/app_instances/$I"
 	check_eq "delete instance: 204" 204 "$S"
@@ -538,6 +584,127 @@ wait_for "an operator's file:///etc/passwd with a wrong checksum fails (CREATED)
 call "$TO" GET "/app_pkgm/v1/app_packages/$OBAD"
 check_eq "... without showing the file's SHA-256" "true false" \
 	"$(body ".onboardingFailureDetails.detail | \"\\(contains(\"checksum mismatch\")) \\(contains(\"$PASSWD_SUM\"))\"")"
+
+say "appPkgPath http:// of a zip: open to tenants (not a local source), checksum verified"
+# The HTTP server holds each zip's response while a .hold file is there, so
+# the fetches are seen in progress (UPLOADING) and keep both workers busy.
+www_start "$T/www"
+cp "$T/pkg.zip" "$T/www/edge-echo.zip"
+cp "$T/abs.zip" "$T/www/other.zip" # another zip, claimed with edge-echo.zip's checksum
+OTHER_SUM=$(sha256sum "$T/www/other.zip" | cut -d' ' -f1)
+touch "$T/www/edge-echo.zip.hold" "$T/www/other.zip.hold"
+call "$TB" POST /app_pkgm/v1/app_packages "{\"appPkgName\":\"edge-echo\",\"appPkgVersion\":\"1.0.0\",
+	\"checksum\":{\"algorithm\":\"SHA-256\",\"hash\":\"$ZSUM\"},\"appPkgPath\":\"$WWW_URL/edge-echo.zip\"}"
+check_eq "a tenant's http:// appPkgPath while limits.localPackageSources is off: 201 UPLOADING" "201 UPLOADING" \
+	"$S $(body .onboardingState)"
+HPKG=$(body .id)
+pkg_track "$HPKG" "$TB" "$T/track.http"
+call "$TB" POST /app_pkgm/v1/app_packages "{\"appPkgName\":\"other\",\"appPkgVersion\":\"1.0.0\",
+	\"checksum\":{\"algorithm\":\"SHA-256\",\"hash\":\"$ZSUM\"},\"appPkgPath\":\"$WWW_URL/other.zip\"}"
+check_eq "another one, whose zip does not match the checksum given: 201" 201 "$S"
+HBAD=$(body .id)
+www_asked() { grep -qx "/$1" "$T/www.requests"; }
+wait_for "the server is fetching edge-echo.zip" 90 www_asked edge-echo.zip
+wait_for "the server is fetching other.zip" 90 www_asked other.zip
+check_eq "both packages are UPLOADING while their fetches are held" "UPLOADING UPLOADING" \
+	"$(pkg_state "$HPKG" "$TB") $(pkg_state "$HBAD" "$TB")"
+
+say "onboarding states, in order: CREATED -> UPLOADING -> PROCESSING -> ONBOARDED"
+# An uploaded package waits UPLOADING in the queue while both workers are in
+# the held fetches above; its plan's module comes from a git:// server that
+# holds the connection, so PROCESSING lasts until it is let go.  A tracker
+# records every state GET shows; each is held until the tracker has seen it.
+gitd_start "$T/git"
+git clone -q --bare "$T/pkgrepo" "$T/git/generic.git"
+touch "$T/git/generic.git.hold"
+mkdir -p "$T/gitpkg"
+jq '.appDId = "edge-echo-git-1.0.0" | .appName = "edge-echo-git"' \
+	"$MO_SOURCE_DIR/examples/serve/package/appd.json" >"$T/gitpkg/appd.json"
+sed "s|^local generic = .*|local generic = \"$GITD_URL/generic.git//modules/generic?ref=v1.0.0\"|" \
+	"$MO_SOURCE_DIR/examples/serve/package/plan.lua" >"$T/gitpkg/plan.lua"
+check_true "the plan takes its module from the git:// server" grep -q "$GITD_URL/generic.git" "$T/gitpkg/plan.lua"
+(cd "$T/gitpkg" && python3 -c 'import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    z.write("appd.json"); z.write("plan.lua")' "$T/gitpkg.zip")
+GSUM=$(sha256sum "$T/gitpkg.zip" | cut -d' ' -f1)
+call "$TB" POST /app_pkgm/v1/app_packages \
+	"{\"appPkgName\":\"edge-echo-git\",\"appPkgVersion\":\"1.0.0\",\"checksum\":{\"algorithm\":\"SHA-256\",\"hash\":\"$GSUM\"}}"
+check_eq "POST without appPkgPath: 201 CREATED" "201 CREATED" "$S $(body .onboardingState)"
+GPKG=$(body .id)
+pkg_track "$GPKG" "$TB" "$T/track.upload"
+seen() { grep -qx "$2" "$1"; }
+wait_for "the tracker sees CREATED" 60 seen "$T/track.upload" CREATED
+call "$TB" PUT "/app_pkgm/v1/app_packages/$GPKG/package_content" "" --data-binary "@$T/gitpkg.zip" \
+	-H 'Content-Type: application/zip'
+check_eq "PUT package_content: 202" 202 "$S"
+check_eq "with both workers busy, the package waits UPLOADING" UPLOADING "$(pkg_state "$GPKG" "$TB")"
+wait_for "the tracker sees UPLOADING" 60 seen "$T/track.upload" UPLOADING
+wait_for "... and the http:// package's tracker too" 60 seen "$T/track.http" UPLOADING
+rm -f "$T/www/edge-echo.zip.hold" "$T/www/other.zip.hold"
+wait_for "the http:// package reaches ONBOARDED" 120 pkg_is "$HPKG" ONBOARDED "$TB"
+call "$TB" GET "/app_pkgm/v1/app_packages/$HPKG"
+check_eq "... ENABLED, its AppD read from the fetched zip" "ENABLED edge-echo-1.0.0" \
+	"$(body '"\(.operationalState) \(.appDId)"')"
+wait_for "the zip that does not match its checksum: back to CREATED" 120 pkg_is "$HBAD" CREATED "$TB"
+call "$TB" GET "/app_pkgm/v1/app_packages/$HBAD"
+check_eq "... DISABLED, the failure saying checksum mismatch, not the SHA-256 fetched" "DISABLED true false" \
+	"$(body "\"\\(.operationalState) \\(.onboardingFailureDetails.detail | contains(\"checksum mismatch\")) \\(.onboardingFailureDetails.detail | contains(\"$OTHER_SUM\"))\"")"
+http_states_ok() {
+	case $(tracked "$T/track.http") in
+	"UPLOADING ONBOARDED" | "UPLOADING PROCESSING ONBOARDED") return 0 ;;
+	esac
+	return 1
+}
+wait_for "the http:// package went UPLOADING, (PROCESSING,) ONBOARDED, never back" 60 http_states_ok
+wait_for "the upload is PROCESSING while its module's git:// fetch is held" 120 pkg_is "$GPKG" PROCESSING "$TB"
+wait_for "the tracker sees PROCESSING" 60 seen "$T/track.upload" PROCESSING
+check_true "the module's fetch reached the git:// server" grep -q ' /generic.git$' "$T/gitd.requests"
+rm -f "$T/git/generic.git.hold"
+wait_for "the upload reaches ONBOARDED" 120 pkg_is "$GPKG" ONBOARDED "$TB"
+wait_for "the tracker sees ONBOARDED" 60 seen "$T/track.upload" ONBOARDED
+check_eq "the states it went through, in order" "CREATED UPLOADING PROCESSING ONBOARDED" "$(tracked "$T/track.upload")"
 api_stop TERM
+
+say "MEC 040 registration is retried until the federator comes up"
+# federator.url names a free port below the ephemeral range, where nothing
+# listens until the federator is started there (another try, with another
+# port, in the unlikely case something took it meanwhile).
+fed_down() {
+	[ "$(curl -s -H "Authorization: Bearer $TO" "$API/mecorch/v1/federation/system" |
+		jq -r '.registered == false and (.lastError // "") != ""')" = true ]
+}
+LATE_UP=0
+LATE_SYS='{}'
+LATE_HEALTH=
+for _ in 1 2 3; do
+	FPORT=$(it_free_port) || break
+	rm -rf "$T/data-late"
+	api_config "$T/late.json" ".dataDir += \"-late\" | .system.systemName = \"mecorch-late\" |
+		.federator.url = \"http://127.0.0.1:$FPORT/fed_enablement/v1\""
+	api_start "$T/late.json"
+	poll_until 60 fed_down
+	LATE_SYS=$(curl -s -H "Authorization: Bearer $TO" "$API/mecorch/v1/federation/system")
+	LATE_HEALTH=$(curl -s "$API/health" | jq -c .federation)
+	if fed_start "$FPORT"; then
+		LATE_UP=1
+		break
+	fi
+	api_stop TERM
+done
+check_eq "while nothing listens at federator.url: not registered, lastError says why" "false true" \
+	"$(echo "$LATE_SYS" | jq -r '"\(.registered) \((.lastError // "") != "")"')"
+check_eq "/health: federation configured, not registered" '{"configured":true,"registered":false}' "$LATE_HEALTH"
+check_eq "the federator starts on the port of federator.url, after the server" 1 "$LATE_UP"
+wait_for "the server registers without a restart once the federator listens" 120 fed_systems_is 1
+LATE_ID=$(curl -s -H 'Authorization: Bearer federator-secret' \
+	"$FED_URL/fed_enablement/v1/fed_resources/system_info?systemname=mecorch-late" | jq -r '.[0].systemId')
+late_registered() {
+	[ "$(curl -s -H "Authorization: Bearer $TO" "$API/mecorch/v1/federation/system" |
+		jq -r '"\(.registered) \(.systemId)"')" = "true $LATE_ID" ]
+}
+wait_for "federation/system: registered, with the systemId the federator assigned" 60 late_registered
+check_eq "/metrics: mecorch_federation_registered 1" 1 "$(metric mecorch_federation_registered)"
+api_stop TERM
+check_eq "its clean stop deregisters it" 0 "$(curl -s "$FED_URL/_stats" | jq .systems)"
 
 finish

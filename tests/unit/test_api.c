@@ -3,7 +3,9 @@
  * started in-process: configuration validation, haversine placement, Range
  * parsing, the package tree digest (against sha256sum), the embedded
  * OpenAPI document, and routing/authentication answers over real HTTP on
- * 127.0.0.1.  The full flow is in tests/integration/test_api.sh.
+ * 127.0.0.1, the filter, and the attribute selectors' projection (never
+ * modifying its input, and equal to deleting the excluded paths from a
+ * deep copy).  The full flow is in tests/integration/test_api.sh.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -98,6 +100,45 @@ static void test_api_config_invalid(void **state)
 	d = base_config("x");
 	json_object_set_new(d, "tls", json_pack("{s:b}", "requireClientCert", 1));
 	expect_bad(d, "tls");
+}
+
+/* limits.localPackageSources: off by default, a boolean, and a wrong type
+ * is refused naming the key. */
+static void test_api_config_local_package_sources(void **state)
+{
+	static const char *const bad_values[] = { "\"yes\"", "1", "0", "null", "[true]", "{}" };
+	json_t *d;
+	mo_api_config *c = NULL;
+	(void)state;
+	d = base_config("x");
+	assert_int_equal(mo_api_config_parse(&c, d, "/srv"), 0);
+	assert_int_equal(c->local_package_sources, 0);
+	mo_api_config_free(c);
+	c = NULL;
+	json_object_set_new(d, "limits", json_pack("{s:b}", "localPackageSources", 1));
+	assert_int_equal(mo_api_config_parse(&c, d, "/srv"), 0);
+	assert_int_equal(c->local_package_sources, 1);
+	mo_api_config_free(c);
+	c = NULL;
+	json_object_set_new(d, "limits", json_pack("{s:b,s:i}", "localPackageSources", 0, "maxBodyBytes", 4096));
+	assert_int_equal(mo_api_config_parse(&c, d, "/srv"), 0);
+	assert_int_equal(c->local_package_sources, 0);
+	assert_int_equal(c->max_body, 4096);
+	mo_api_config_free(c);
+	json_decref(d);
+	for (size_t i = 0; i < sizeof(bad_values) / sizeof(bad_values[0]); i++) {
+		json_t *v = json_loads(bad_values[i], JSON_DECODE_ANY, NULL);
+		assert_non_null(v);
+		d = base_config("x");
+		json_object_set_new(d, "limits", json_pack("{s:o}", "localPackageSources", v));
+		expect_bad(d, "limits.localPackageSources");
+		if (!strstr(mo_error_last()->message, "true or false"))
+			fail_msg("%s: error '%s' does not say what is wanted", bad_values[i], mo_error_last()->message);
+	}
+	/* a misspelt key of limits is an unknown key, not a silent default */
+	d = base_config("x");
+	json_object_set_new(d, "limits", json_pack("{s:b}", "localPackageSource", 1));
+	expect_bad(d, "localPackageSource");
 }
 
 static void test_api_haversine(void **state)
@@ -552,11 +593,246 @@ static void test_api_selectors(void **state)
 	assert_non_null(strstr(mo_error_last()->message, "exclude_default takes no value"));
 }
 
+/* ---- projection: pure, and equal to deleting from a deep copy ---- */
+
+/* Reference projection: delete the path names[] from node, crossing every
+ * array element by element (as the filter does); node is modified. */
+static void ref_delete(json_t *node, char **names)
+{
+	size_t i;
+	json_t *e;
+	if (json_is_array(node)) {
+		json_array_foreach(node, i, e)
+			ref_delete(e, names);
+		return;
+	}
+	if (!json_is_object(node))
+		return;
+	if (!names[1])
+		json_object_del(node, names[0]);
+	else if ((e = json_object_get(node, names[0])))
+		ref_delete(e, names + 1);
+}
+
+/* Split a comma-separated list of '/'-separated paths; *n paths, each a
+ * NULL-terminated vector in one allocation. */
+static char ***split_paths(const char *list, size_t *n)
+{
+	char ***v = NULL;
+	const char *p = list;
+	*n = 0;
+	while (p && *p) {
+		size_t len = strcspn(p, ","), names = 1, k = 0;
+		char *copy, **vec;
+		for (size_t i = 0; i < len; i++)
+			names += p[i] == '/';
+		vec = mo_malloc((names + 1) * sizeof(char *) + len + 1);
+		assert_non_null(vec);
+		copy = (char *)(vec + names + 1);
+		memcpy(copy, p, len);
+		copy[len] = '\0';
+		vec[k++] = copy;
+		for (char *c = copy; *c; c++)
+			if (*c == '/') {
+				*c = '\0';
+				vec[k++] = c + 1;
+			}
+		vec[k] = NULL;
+		v = mo_realloc(v, (*n + 1) * sizeof(char **));
+		assert_non_null(v);
+		v[(*n)++] = vec;
+		p += len;
+		if (*p == ',')
+			p++;
+	}
+	return v;
+}
+
+/* Path a is b or an ancestor of b, as docs/api.md reads fields=. */
+static int covers(const char *a, const char *b)
+{
+	size_t n = strlen(a);
+	return !strncmp(a, b, n) && (b[n] == '\0' || b[n] == '/');
+}
+
+/* What the selectors of args remove, as a comma-separated list, by the
+ * rules of docs/api.md ("Filtering and attribute selectors"). */
+static char *expected_exclusions(const mo_api_shape *shape, const mo_api_query_args *args)
+{
+	mo_buf b = MO_BUF_INIT;
+	mo_buf_puts(&b, "");
+	if (args->exclude_fields) {
+		mo_buf_puts(&b, args->exclude_fields);
+	} else if (!args->all_fields) {
+		for (const char *const *d = shape->excluded_default; d && *d; d++) {
+			int keep = 0;
+			const char *f = args->fields;
+			while (f && *f && !keep) {
+				size_t len = strcspn(f, ",");
+				char one[256];
+				snprintf(one, sizeof(one), "%.*s", (int)len, f);
+				keep = covers(one, *d) || covers(*d, one);
+				f += len + (f[len] == ',');
+			}
+			if (!keep)
+				mo_buf_printf(&b, "%s%s", b.len ? "," : "", *d);
+		}
+	}
+	return b.ptr;
+}
+
+/* Project doc with args through mo_api_view_project and through the
+ * reference: doc is unchanged (deep-equal to a copy taken before), the
+ * result equals the reference, and a projection that removes nothing is
+ * doc itself. */
+static void check_projection(const mo_api_shape *shape, mo_api_query_args args, json_t *doc)
+{
+	mo_api_view *v = NULL;
+	json_t *before = json_deep_copy(doc), *want = json_deep_copy(doc), *got;
+	char *xs = expected_exclusions(shape, &args), ***paths;
+	size_t n;
+	char *gs, *ws, *ds;
+
+	assert_non_null(before);
+	assert_non_null(want);
+	if (mo_api_view_parse(&v, shape, &args) < 0)
+		fail_msg("fields=%s exclude_fields=%s: %s", args.fields ? args.fields : "-",
+			 args.exclude_fields ? args.exclude_fields : "-", mo_error_last()->message);
+	paths = split_paths(xs, &n);
+	for (size_t i = 0; i < n; i++) {
+		ref_delete(want, paths[i]);
+		mo_free(paths[i]);
+	}
+	mo_free(paths);
+	got = mo_api_view_project(v, doc);
+	assert_non_null(got);
+	gs = json_dumps(got, JSON_SORT_KEYS | JSON_COMPACT);
+	ws = json_dumps(want, JSON_SORT_KEYS | JSON_COMPACT);
+	ds = json_dumps(doc, JSON_SORT_KEYS | JSON_COMPACT);
+	if (!json_equal(doc, before))
+		fail_msg("excluding '%s' modified the input: now %s", xs, ds);
+	if (!json_equal(got, want))
+		fail_msg("excluding '%s' from %s:\n  got  %s\n  want %s", xs, ds, gs, ws);
+	if (json_equal(want, doc) && got != doc)
+		fail_msg("excluding '%s' removes nothing from %s, yet the result is a copy", xs, ds);
+	free(gs);
+	free(ws);
+	free(ds);
+	json_decref(got);
+	/* nor does releasing the result touch doc */
+	if (!json_equal(doc, before))
+		fail_msg("releasing the projection excluding '%s' modified the input", xs);
+	mo_api_view_free(v);
+	json_decref(before);
+	json_decref(want);
+	mo_free(xs);
+}
+
+/* Every selector combination the parser accepts, with field lists that
+ * reach into nested objects and arrays. */
+static void check_all_selectors(const mo_api_shape *shape, json_t *docs, const char *const *fields,
+				const char *const *excludes)
+{
+	size_t i;
+	json_t *doc;
+	json_array_foreach(docs, i, doc) {
+		mo_api_query_args a = { 0 };
+		check_projection(shape, a, doc);              /* none: exclude_default */
+		a.exclude_default = "";
+		check_projection(shape, a, doc);
+		for (const char *const *f = fields; *f; f++) {
+			mo_api_query_args b = { 0 };
+			b.fields = *f;
+			check_projection(shape, b, doc);
+			b.exclude_default = "";
+			check_projection(shape, b, doc);
+		}
+		for (const char *const *x = excludes; *x; x++) {
+			mo_api_query_args b = { 0 };
+			b.exclude_fields = *x;
+			check_projection(shape, b, doc);
+		}
+		a.exclude_default = NULL;
+		a.all_fields = "";
+		check_projection(shape, a, doc);
+	}
+}
+
+static void test_api_view_project_pure(void **state)
+{
+	/* a made-up type whose exclusions nest: paths through objects, through
+	 * arrays (of objects, scalars and arrays), overlapping paths */
+	static const char *const attrs[] = { "id", "a", "b", "c", "arr", "_links", "nothing_here", NULL };
+	static const char *const required[] = { "id", "_links/self", NULL };
+	static const char *const excluded[] = { "a/x", "arr/y", "b", "_links/t", "arr/z/w", NULL };
+	static const mo_api_shape shape = { "T", attrs, required, excluded };
+	static const char *const fields[] = { "a", "a/x", "a/x/deep", "arr,b", "arr/y", "_links", "c", NULL };
+	static const char *const excludes[] = { "a/x/deep,arr/y,c", "a,a/x", "a/x,a", "arr/z/w", "arr,b/q",
+						"b/r,b", "_links/t,_links/u", "arr/y,arr/y/y", "nothing_here", NULL };
+	static const char *const inst_fields[] = { "vimConnectionInfo", "_links", "_links/terminate", NULL };
+	static const char *const inst_excludes[] = { "vimConnectionInfo/vimType,appInstanceDescription",
+						     "_links/terminate,_links/instantiate", "instantiatedAppState",
+						     "instantiatedAppState/operationalState,vimConnectionInfo", NULL };
+	static const char *const pkg_fields[] = { "userDefinedData", "additionalArtifacts,userDefinedData", NULL };
+	static const char *const pkg_excludes[] = { "userDefinedData/team,softwareImages/name",
+						    "additionalArtifacts/artifactPath", "onboardingFailureDetails",
+						    NULL };
+	static const char *const op_fields[] = { "operationParams", NULL };
+	static const char *const op_excludes[] = { "operationParams/selectedMECHostInfo/hostId", "error",
+						   "_links/retry", NULL };
+	json_t *docs;
+	(void)state;
+
+	docs = json_loads(
+		"[{\"id\":\"1\",\"a\":{\"x\":{\"deep\":1,\"keep\":2},\"y\":3},\"b\":{\"q\":1,\"r\":[1,2]},\"c\":\"s\","
+		" \"arr\":[{\"y\":1,\"z\":[{\"w\":1,\"v\":2},[{\"w\":3,\"u\":4}],7]},{\"y\":[1,{\"y\":2}],\"k\":0},5,"
+		"        [{\"y\":9,\"k\":1},[{\"y\":10}]],null],"
+		" \"_links\":{\"self\":{\"href\":\"/1\"},\"t\":{\"href\":\"/t\"},\"u\":{\"href\":\"/u\"}}},"
+		" {\"id\":\"2\",\"a\":5,\"arr\":\"not an array\",\"b\":null,\"_links\":{\"self\":{\"href\":\"/2\"}}},"
+		" {\"id\":\"3\",\"a\":{},\"arr\":[],\"_links\":{\"self\":{\"href\":\"/3\"}}},"
+		" {\"id\":\"4\",\"a\":{\"x\":[{\"deep\":[1]},{\"deep\":{\"deep\":1}}]},\"arr\":[[[{\"y\":1,\"z\":{\"w\":2}}]]],"
+		"  \"_links\":{\"self\":{\"href\":\"/4\"},\"t\":null}},"
+		" {\"id\":\"5\",\"c\":[{\"c\":1}],\"_links\":{\"self\":{\"href\":\"/5\"}}}]",
+		0, NULL);
+	assert_non_null(docs);
+	check_all_selectors(&shape, docs, fields, excludes);
+	json_decref(docs);
+
+	docs = sample_instances();
+	assert_non_null(docs);
+	check_all_selectors(&mo_api_shape_inst, docs, inst_fields, inst_excludes);
+	json_decref(docs);
+
+	docs = json_loads(
+		"[{\"id\":\"p1\",\"appPkgName\":\"edge\",\"appDId\":\"d\",\"checksum\":{\"algorithm\":\"SHA-256\",\"hash\":\"00\"},"
+		"  \"softwareImages\":[{\"name\":\"img\",\"version\":\"1\"}],\"additionalArtifacts\":[{\"artifactPath\":\"a\","
+		"  \"checksum\":{\"hash\":\"11\"}}],\"userDefinedData\":{\"team\":\"edge\",\"tags\":[\"x\"]},"
+		"  \"onboardingState\":\"CREATED\",\"onboardingFailureDetails\":{\"status\":422,\"detail\":\"bad\"},"
+		"  \"_links\":{\"self\":{\"href\":\"/p1\"},\"appD\":{\"href\":\"/p1/appd\"},\"appPkgContent\":{\"href\":\"/p1/c\"}}},"
+		" {\"id\":\"p2\",\"softwareImages\":{},\"_links\":{\"self\":{\"href\":\"/p2\"}}}]",
+		0, NULL);
+	assert_non_null(docs);
+	check_all_selectors(&mo_api_shape_pkg, docs, pkg_fields, pkg_excludes);
+	json_decref(docs);
+
+	docs = json_loads(
+		"[{\"id\":\"o1\",\"operationState\":\"FAILED_TEMP\",\"lcmOperation\":\"INSTANTIATE\","
+		"  \"operationParams\":{\"selectedMECHostInfo\":[{\"hostId\":\"zone-a\"},{\"hostId\":{\"zoneId\":\"z\"},\"hostName\":\"n\"}]},"
+		"  \"error\":{\"status\":500,\"detail\":\"x\"},"
+		"  \"_links\":{\"self\":{\"href\":\"/o1\"},\"appInstance\":{\"href\":\"/i\"},\"retry\":{\"href\":\"/o1/r\"}}},"
+		" {\"id\":\"o2\",\"operationState\":\"COMPLETED\",\"_links\":{\"self\":{\"href\":\"/o2\"},\"appInstance\":{\"href\":\"/i\"}}}]",
+		0, NULL);
+	assert_non_null(docs);
+	check_all_selectors(&mo_api_shape_op, docs, op_fields, op_excludes);
+	json_decref(docs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_api_config_valid),
 		cmocka_unit_test(test_api_config_invalid),
+		cmocka_unit_test(test_api_config_local_package_sources),
 		cmocka_unit_test(test_api_haversine),
 		cmocka_unit_test(test_api_place),
 		cmocka_unit_test(test_api_range),
@@ -566,6 +842,7 @@ int main(void)
 		cmocka_unit_test(test_api_filter),
 		cmocka_unit_test(test_api_filter_numbers),
 		cmocka_unit_test(test_api_selectors),
+		cmocka_unit_test(test_api_view_project_pure),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
