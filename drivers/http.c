@@ -53,6 +53,8 @@ struct mo_http_call {
 	struct curl_slist *hdrs;
 	char *method;
 	char *url_shown;       /* URL with user:password masked */
+	char *unix_url;        /* http+unix:// rewritten to http://localhost/... */
+	char *unix_path;       /* its socket path, %-decoded */
 	char *body;            /* owned copy; NULL when there is none */
 	size_t body_len;
 	int *expect;
@@ -106,6 +108,8 @@ static void call_free(mo_http_call *c)
 	mo_buf_free(&c->resp);
 	mo_free(c->method);
 	mo_free(c->url_shown);
+	mo_free(c->unix_url);
+	mo_free(c->unix_path);
 	mo_free(c->body);
 	mo_free(c->expect);
 	mo_free(c);
@@ -608,6 +612,51 @@ static int has_crlf(const char *s)
 	return strpbrk(s, "\r\n") != NULL;
 }
 
+static int hex_digit(int ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* http+unix://<socket path, %-encoded>/<path>: the convention of
+ * requests-unixsocket and others for a local daemon's socket, e.g.
+ * http+unix://%2Frun%2Fpodman%2Fpodman.sock/v1.41/info.  Sets c->unix_path
+ * and c->unix_url (http://localhost/<path>). */
+static int unix_url(mo_http_call *c, const char *url)
+{
+	const char *host = url + strlen("http+unix://");
+	size_t n = strcspn(host, "/?#"), j = 0;
+
+	if (n == 0)
+		return mo_error_set(MO_EINVAL, "%s: no socket path; write it %%-encoded, as in "
+				    "http+unix://%%2Frun%%2Fdaemon.sock/path", c->url_shown);
+	if (!(c->unix_path = mo_malloc(n + 1)))
+		return mo_error_set(MO_ENOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		int hi, lo;
+		if (host[i] != '%') {
+			c->unix_path[j++] = host[i];
+			continue;
+		}
+		if (i + 2 >= n || (hi = hex_digit((unsigned char)host[i + 1])) < 0 ||
+		    (lo = hex_digit((unsigned char)host[i + 2])) < 0 || (hi == 0 && lo == 0))
+			return mo_error_set(MO_EINVAL, "%s: bad %%-escape in the socket path", c->url_shown);
+		c->unix_path[j++] = (char)(hi * 16 + lo);
+		i += 2;
+	}
+	c->unix_path[j] = '\0';
+	if (c->unix_path[0] != '/')
+		return mo_error_set(MO_EINVAL, "%s: the socket path must be absolute (%%2F...)", c->url_shown);
+	if (!(c->unix_url = mo_sprintf("http://localhost%s%s", host[n] == '/' ? "" : "/", host + n)))
+		return mo_error_set(MO_ENOMEM, "out of memory");
+	return 0;
+}
+
 /* Check the request and copy what the call keeps. */
 static int call_prepare(mo_http_call *c, const mo_http_request *req)
 {
@@ -631,6 +680,14 @@ static int call_prepare(mo_http_call *c, const mo_http_request *req)
 		return mo_error_set(MO_ENOMEM, "out of memory");
 	for (char *p = c->method; *p; p++)
 		*p = (char)toupper((unsigned char)*p);
+	if (!strncmp(req->url, "http+unix://", 12)) {
+		if (req->unix_socket)
+			return mo_error_set(MO_EINVAL, "%s %s: give the socket in the URL (http+unix://) or "
+					    "as unix_socket, not both",
+					    c->method, c->url_shown);
+		if ((rc = unix_url(c, req->url)) < 0)
+			return rc;
+	}
 
 	for (size_t i = 0; i < req->nheaders; i++) {
 		const mo_http_header *h = &req->headers[i];
@@ -671,12 +728,12 @@ static int call_prepare(mo_http_call *c, const mo_http_request *req)
 		return mo_error_set(MO_ENOMEM, "curl_easy_init failed");
 	if (a->type == MO_HTTP_AUTH_AWS_SIGV4) {
 		char *u;
-		if ((rc = sigv4_url(&u, req->url)) < 0)
+		if ((rc = sigv4_url(&u, c->unix_url ? c->unix_url : req->url)) < 0)
 			return rc;
 		curl_easy_setopt(e, CURLOPT_URL, u);
 		mo_free(u);
 	} else {
-		curl_easy_setopt(e, CURLOPT_URL, req->url);
+		curl_easy_setopt(e, CURLOPT_URL, c->unix_url ? c->unix_url : req->url);
 	}
 #if LIBCURL_VERSION_NUM >= 0x075500
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -699,7 +756,8 @@ static int call_prepare(mo_http_call *c, const mo_http_request *req)
 		curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->rt->http.connect_timeout_ms);
 	if (c->rt->http.ca_file)
 		curl_easy_setopt(e, CURLOPT_CAINFO, c->rt->http.ca_file);
-	if (req->unix_socket && curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, req->unix_socket))
+	if ((c->unix_path || req->unix_socket) &&
+	    curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, c->unix_path ? c->unix_path : req->unix_socket))
 		return mo_error_set(MO_EINVAL, "unix sockets are not supported by this libcurl");
 
 	/* Method and body.  POST, PUT and PATCH always send a body (possibly

@@ -887,6 +887,50 @@ static void test_http_unix_socket(void **state)
 	assert_int_equal(server_hits(&usrv, "/unix/ok"), 1);
 	assert_string_equal(rec_header(server_last(&usrv, "/unix/ok"), "Host"), "localhost");
 	result_free(&r);
+
+	/* the same socket named in the URL: http+unix://<%-encoded path>/... */
+	{
+		char u[600], enc[400], *q = enc;
+		for (const char *p = sock_path; *p && q < enc + sizeof(enc) - 4; p++) {
+			if (*p == '/')
+				q += sprintf(q, "%%2F");
+			else
+				*q++ = *p;
+		}
+		*q = '\0';
+		snprintf(u, sizeof(u), "http+unix://%s/unix/ok?via=url", enc);
+		req.url = u;
+		req.unix_socket = NULL;
+		run(&rt, &req, &r);
+		assert_int_equal(r.code, 0);
+		assert_int_equal(r.status, 200);
+		assert_int_equal(server_hits(&usrv, "/unix/ok"), 2);
+		result_free(&r);
+
+		/* both forms at once, no path, a relative path, a bad escape:
+		 * refused before anything is sent */
+		{
+			static const struct {
+				const char *url, *want;
+				int with_socket;
+			} bad[] = {
+				{ NULL, "not both", 1 },
+				{ "http+unix:///v1/info", "no socket path", 0 },
+				{ "http+unix://run%2Fd.sock/v1/info", "must be absolute", 0 },
+				{ "http+unix://%2Frun%2/v1/info", "bad %-escape", 0 },
+			};
+			for (size_t i = 0; i < MO_ARRAY_SIZE(bad); i++) {
+				if (bad[i].url)
+					req.url = bad[i].url;
+				req.unix_socket = bad[i].with_socket ? sock_path : NULL;
+				memset(&r, 0, sizeof(r));
+				assert_true(mo_http_submit(&rt, &req, on_done, &r) < 0);
+				if (!strstr(mo_error_last()->message, bad[i].want))
+					fail_msg("%s: '%s' lacks '%s'", req.url, mo_error_last()->message, bad[i].want);
+			}
+			assert_int_equal(server_hits(&usrv, "/unix/ok"), 2);
+		}
+	}
 	rt_fini(&rt);
 }
 
