@@ -318,101 +318,42 @@ poll_until() {
 	done
 }
 
-# Is TCP port $1 of this network namespace in use (listening, connected, or
-# in TIME_WAIT) on any address?
-_it_port_used() {
-	awk -v p="$(printf ':%04X' "$1")" 'FNR > 1 && substr($2, length($2) - 4) == p { f = 1 }
-		END { exit !f }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
+# shellcheck source=lib_net.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib_net.sh" || exit 1
 
-# it_free_port: a port for a server that takes its port on the command line.
-# Chosen at random below the ephemeral range (ip_local_port_range), where
-# neither bind(0) nor outgoing connections take ports, so nothing but a
-# request for that very port can take it before the server binds it; and
-# unused now.  The callers still check that their own server got it
-# (wait_listen) and pick again when it did not.
-it_free_port() {
-	local lo=32768 base=10000 span p i
-	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null
-	span=$((lo - base))
-	if [ "$span" -lt 2000 ]; then # no room below the range: any unprivileged port
-		base=1024
-		span=$((65536 - base))
-	fi
-	for i in $(seq 1 500); do
-		p=$((base + (RANDOM * 32768 + RANDOM) % span))
-		if ! _it_port_used "$p"; then
-			echo "$p"
-			return 0
+# read_port_file NAME PID FILE LOG [SECS]: wait (default 60 s) for a server
+# started in the background to write its port to FILE; print the port.
+# Returns 1 when the server exits first (LOG's tail goes to stderr) or the
+# file never appears.  Callers exit on 1, or try another port.
+read_port_file() {
+	local name=$1 pid=$2 pf=$3 log=$4 secs=${5:-60} i
+	for i in $(seq 1 $((secs * 20))); do
+		[ -s "$pf" ] && break
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "$name exited at start:" >&2
+			tail -n 5 "$log" >&2
+			return 1
 		fi
-	done
-	echo "no free port found" >&2
-	return 1
-}
-
-# PID and its descendants, one a line.
-_it_tree() {
-	local c
-	echo "$1"
-	for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
-		_it_tree "$c"
-	done
-}
-
-# pid_listens PID PORT: a TCP socket listening on PORT (any address) is an
-# open file of PID or of one of its descendants: the server is up, and the
-# port is its own, not another process's that took it first.
-pid_listens() {
-	local inodes ino p
-	inodes=$(awk -v p="$(printf ':%04X' "$2")" 'FNR > 1 && $4 == "0A" &&
-		substr($2, length($2) - 4) == p { print $10 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null)
-	[ -n "$inodes" ] || return 1
-	for p in $(_it_tree "$1"); do
-		for ino in $inodes; do
-			# not a pipe: under pipefail an early grep -q could fail it
-			grep -qF "socket:[$ino]" <(ls -l "/proc/$p/fd" 2>/dev/null) && return 0
-		done
-	done
-	return 1
-}
-
-# wait_listen PORT PID [SECS]: until PID listens on PORT (pid_listens);
-# fails as soon as PID has exited (say, the port was taken), or after SECS
-# (default 120) seconds.
-wait_listen() {
-	local end=$((SECONDS + ${3:-120}))
-	while :; do
-		pid_listens "$2" "$1" && return 0
-		kill -0 "$2" 2>/dev/null || return 1
-		[ "$SECONDS" -ge "$end" ] && return 1
 		sleep 0.05
 	done
+	if [ ! -s "$pf" ]; then
+		echo "$name did not write its port file" >&2
+		return 1
+	fi
+	tr -d '[:space:]' <"$pf"
 }
 
 # ---- labcloud ---------------------------------------------------------------
 
 # lab_start [labcloud options...]: a labcloud on 127.0.0.1, port from --port-file.
 lab_start() {
-	local pf i
+	local pf
 	pf=$(mktemp "$T/lab.port.XXXXXX")
 	rm -f "$pf"
 	"$LABCLOUD" --listen 127.0.0.1:0 --port-file "$pf" "$@" >>"$T/labcloud.log" 2>&1 &
 	LAB_PID=$!
 	_it_track "$LAB_PID"
-	for i in $(seq 1 1200); do # up to 60 s
-		[ -s "$pf" ] && break
-		if ! kill -0 "$LAB_PID" 2>/dev/null; then
-			echo "labcloud $* exited at start:" >&2
-			tail -n 5 "$T/labcloud.log" >&2
-			exit 1
-		fi
-		sleep 0.05
-	done
-	if [ ! -s "$pf" ]; then
-		echo "labcloud did not write its port file" >&2
-		exit 1
-	fi
-	LAB_PORT=$(tr -d '[:space:]' <"$pf")
+	LAB_PORT=$(read_port_file "labcloud $*" "$LAB_PID" "$pf" "$T/labcloud.log") || exit 1
 	LAB_URL=http://127.0.0.1:$LAB_PORT
 }
 

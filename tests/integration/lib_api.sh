@@ -104,25 +104,12 @@ api_config() {
 }
 
 api_start() {
-	local pf=$T/api.port i
+	local pf=$T/api.port
 	rm -f "$pf"
 	"$MECORCH" serve --config "$1" --port-file "$pf" >>"$T/serve.log" 2>&1 &
 	API_PID=$!
 	IT_PIDS+=("$API_PID")
-	for i in $(seq 1 1200); do # up to 60 s
-		[ -s "$pf" ] && break
-		if ! kill -0 "$API_PID" 2>/dev/null; then
-			echo "mecorch serve exited at start:" >&2
-			tail -n 5 "$T/serve.log" >&2
-			exit 1
-		fi
-		sleep 0.05
-	done
-	if [ ! -s "$pf" ]; then
-		echo "mecorch serve did not write its port file" >&2
-		exit 1
-	fi
-	API=http://127.0.0.1:$(tr -d '[:space:]' <"$pf")
+	API=http://127.0.0.1:$(read_port_file "mecorch serve" "$API_PID" "$pf" "$T/serve.log") || exit 1
 }
 
 api_stop() {
@@ -192,20 +179,7 @@ _py_start() {
 	python3 -u -c "$script" "$pf" "$@" >>"$T/$name.log" 2>&1 &
 	pid=$!
 	_it_track "$pid"
-	for i in $(seq 1 1200); do # up to 60 s
-		[ -s "$pf" ] && break
-		if ! kill -0 "$pid" 2>/dev/null; then
-			echo "$name exited at start:" >&2
-			tail -n 5 "$T/$name.log" >&2
-			exit 1
-		fi
-		sleep 0.05
-	done
-	if [ ! -s "$pf" ]; then
-		echo "$name did not write its port file" >&2
-		exit 1
-	fi
-	PY_PORT=$(tr -d '[:space:]' <"$pf")
+	PY_PORT=$(read_port_file "$name" "$pid" "$pf" "$T/$name.log") || exit 1
 }
 
 # Both servers write the port file (atomically) after listen(), so a

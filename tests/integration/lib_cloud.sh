@@ -155,20 +155,7 @@ start_proxy() {
 		>>"$T/$name.log" 2>&1 &
 	PROXY_PID=$!
 	_cloud_track "$PROXY_PID"
-	for i in $(seq 1 2400); do # up to 120 s
-		[ -s "$pf" ] && break
-		if ! kill -0 "$PROXY_PID" 2>/dev/null; then
-			echo "$name exited at start:" >&2
-			tail -n 5 "$T/$name.log" >&2
-			exit 1
-		fi
-		sleep 0.05
-	done
-	if [ ! -s "$pf" ]; then
-		echo "$name did not write its port file" >&2
-		exit 1
-	fi
-	PROXY_PORT=$(tr -d '[:space:]' <"$pf")
+	PROXY_PORT=$(read_port_file "$name" "$PROXY_PID" "$pf" "$T/$name.log" 120) || exit 1
 }
 
 proxy_stat() {

@@ -24,69 +24,13 @@ _gitlab_git() {
 		-c init.defaultBranch=main -c advice.detachedHead=false "$@"
 }
 
-# Is TCP port $1 in use (listening, connected or in TIME_WAIT)?
-_gitlab_port_used() {
-	awk -v p="$(printf ':%04X' "$1")" 'FNR > 1 && substr($2, length($2) - 4) == p { f = 1 }
-		END { exit !f }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
-
-# A free TCP port of 127.0.0.1 for a server that takes its port on the
-# command line: unused, and below the kernel's ephemeral range, where
-# neither bind(0) nor outgoing connections take ports before the server
-# binds it.
-gitlab_free_port() {
-	local lo=32768 base=10000 span p i
-	read -r lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null
-	span=$((lo - base))
-	if [ "$span" -lt 2000 ]; then
-		base=1024
-		span=$((65536 - base))
-	fi
-	for i in $(seq 1 500); do
-		p=$((base + (RANDOM * 32768 + RANDOM) % span))
-		if ! _gitlab_port_used "$p"; then
-			echo "$p"
-			return 0
-		fi
-	done
-	return 1
-}
-
-# PID and its descendants, one a line.
-_gitlab_tree() {
-	local c
-	echo "$1"
-	for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do
-		_gitlab_tree "$c"
-	done
-}
-
-# Does PID (or a descendant: `git daemon` runs git-daemon as its child)
-# hold a socket listening on TCP port PORT?
-_gitlab_pid_listens() { # PID PORT
-	local inodes ino p
-	inodes=$(awk -v p="$(printf ':%04X' "$2")" 'FNR > 1 && $4 == "0A" &&
-		substr($2, length($2) - 4) == p { print $10 }' /proc/net/tcp /proc/net/tcp6 2>/dev/null)
-	[ -n "$inodes" ] || return 1
-	for p in $(_gitlab_tree "$1"); do
-		for ino in $inodes; do
-			# not a pipe: under pipefail an early grep -q could fail it
-			grep -qF "socket:[$ino]" <(ls -l "/proc/$p/fd" 2>/dev/null) && return 0
-		done
-	done
-	return 1
-}
+# shellcheck source=lib_net.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib_net.sh" || return 1
 
 # Wait (up to 60 s) until server PID listens on port PORT; fails early when
 # PID has exited (the port was taken, or it could not start).
 gitlab_wait_listen() { # PORT PID
-	local end=$((SECONDS + 60))
-	while :; do
-		_gitlab_pid_listens "$2" "$1" && return 0
-		kill -0 "$2" 2>/dev/null || break
-		[ "$SECONDS" -ge "$end" ] && break
-		sleep 0.05
-	done
+	wait_listen "$1" "$2" 60 && return 0
 	echo "port $1 did not open (server pid $2)" >&2
 	return 1
 }
@@ -174,7 +118,7 @@ gitlab_move_tag() {
 gitlab_daemon_start() {
 	local lab=$1 port=${2:-} try
 	for try in 1 2 3 4 5; do
-		[ -n "$port" ] || port=$(gitlab_free_port)
+		[ -n "$port" ] || port=$(it_free_port)
 		git daemon --reuseaddr --base-path="$lab/srv" --export-all \
 			--listen=127.0.0.1 --port="$port" "$lab/srv" \
 			</dev/null >>"$lab/daemon.log" 2>&1 &
@@ -225,7 +169,7 @@ gitlab_sshd_start() {
 	cp "$d/client_ed25519.pub" "$d/authorized_keys"
 	chmod 644 "$d/authorized_keys"
 	for try in 1 2 3 4 5; do
-		port=$(gitlab_free_port)
+		port=$(it_free_port)
 		cat >"$d/sshd_config" <<-EOF
 			Port $port
 			ListenAddress 127.0.0.1
