@@ -282,6 +282,40 @@ int mo_api_url_has_credentials(const char *url)
 	return http || memchr(p, ':', (size_t)(at - p)) != NULL;
 }
 
+/* Remove every symbolic link (and device, fifo, socket) below dir, .git
+ * aside: a package is regular files and directories, as a zip upload is
+ * (mo_api_unzip), so nothing in it can name a file outside it. */
+static int drop_links(const char *dir, int depth)
+{
+	DIR *d;
+	struct dirent *e;
+	int rc = 0;
+
+	if (depth > 64)
+		return mo_error_set(MO_ESOURCE, "%s: directories nested too deep", dir);
+	if (!(d = opendir(dir)))
+		return mo_error_set(MO_EIO, "%s: %s", dir, strerror(errno));
+	while (rc == 0 && (e = readdir(d))) {
+		struct stat sb;
+		char *p;
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || (depth == 0 && !strcmp(e->d_name, ".git")))
+			continue;
+		if (!(p = mo_sprintf("%s/%s", dir, e->d_name))) {
+			rc = mo_error_set(MO_ENOMEM, "out of memory");
+			break;
+		}
+		if (lstat(p, &sb) != 0)
+			rc = mo_error_set(MO_EIO, "%s: %s", p, strerror(errno));
+		else if (S_ISDIR(sb.st_mode))
+			rc = drop_links(p, depth + 1);
+		else if (!S_ISREG(sb.st_mode) && unlink(p) != 0)
+			rc = mo_error_set(MO_EIO, "unlink %s: %s", p, strerror(errno));
+		mo_free(p);
+	}
+	closedir(d);
+	return rc;
+}
+
 int mo_api_git_fetch(const char *source, const char *dest, char *commit)
 {
 	char *url = NULL, *sub = NULL, *ref = NULL, *tmp = NULL, *from = NULL;
@@ -322,7 +356,9 @@ int mo_api_git_fetch(const char *source, const char *dest, char *commit)
 		rc = mo_error_set(MO_ENOMEM, "out of memory");
 		goto done;
 	}
-	if (stat(from, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+	if ((rc = drop_links(tmp, 0)) < 0)
+		goto done;
+	if (lstat(from, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
 		rc = mo_error_set(MO_ESOURCE, "%s: no directory '%s' in the repository", url, sub);
 		goto done;
 	}

@@ -142,10 +142,14 @@ json_t *mo_api_link(const mo_api *a, const char *fmt, ...)
 
 int mo_api_rmtree(const char *path)
 {
-	DIR *d = opendir(path);
+	DIR *d;
 	struct dirent *e;
+	struct stat top;
 	int rc = 0;
-	if (!d) {
+	/* a link is removed, never followed: what it names is not ours */
+	if (lstat(path, &top) == 0 && !S_ISDIR(top.st_mode))
+		return unlink(path) == 0 ? 0 : mo_error_set(MO_EIO, "unlink %s: %s", path, strerror(errno));
+	if (!(d = opendir(path))) {
 		if (errno == ENOENT)
 			return 0;
 		if (errno == ENOTDIR)

@@ -663,6 +663,32 @@ rm -f "$T/git/generic.git.hold"
 wait_for "the upload reaches ONBOARDED" 120 pkg_is "$GPKG" ONBOARDED "$TB"
 wait_for "the tracker sees ONBOARDED" 60 seen "$T/track.upload" ONBOARDED
 check_eq "the states it went through, in order" "CREATED UPLOADING PROCESSING ONBOARDED" "$(tracked "$T/track.upload")"
+
+say "symbolic links in a git package name nothing outside it"
+# linkrepo: 'pkg' is a link to a directory of this machine, and in 'app'
+# plan.lua links to a file of it.  Even an operator's package keeps regular
+# files only, so onboarding fails and the linked files are untouched.
+mkdir -p "$T/victim" "$T/linkrepo/app"
+echo precious >"$T/victim/data.txt"
+echo 'print("outside")' >"$T/victim/plan.lua"
+cp "$MO_SOURCE_DIR/examples/serve/package/appd.json" "$T/linkrepo/app/"
+ln -s "$T/victim" "$T/linkrepo/pkg"
+ln -s "$T/victim/plan.lua" "$T/linkrepo/app/plan.lua"
+(cd "$T/linkrepo" && git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm links)
+# the tree digest of app/ once the link is gone: appd.json alone (docs/api.md)
+APP_SUM=$(printf '%s  appd.json\n' "$(sha256sum <"$T/linkrepo/app/appd.json" | cut -d' ' -f1)" |
+	sha256sum | cut -d' ' -f1)
+for c in "pkg|no directory 'pkg'|$(printf '%064d' 0)" "app|plan.lua|$APP_SUM"; do
+	IFS='|' read -r sub want sum <<<"$c"
+	call "$TO" POST /app_pkgm/v1/app_packages "{\"appPkgName\":\"link-$sub\",\"appPkgVersion\":\"1\",
+		\"checksum\":{\"algorithm\":\"SHA-256\",\"hash\":\"$sum\"},\"appPkgPath\":\"git+file://$T/linkrepo//$sub\"}"
+	LPKG=$(body .id)
+	wait_for "a package whose //$sub is (or holds) a link fails onboarding (CREATED)" 120 pkg_is "$LPKG" CREATED "$TO"
+	call "$TO" GET "/app_pkgm/v1/app_packages/$LPKG"
+	check_eq "... the failure names $want" true "$(body ".onboardingFailureDetails.detail | contains(\"$want\")")"
+done
+check_eq "the linked directory and its files are untouched" "precious" "$(cat "$T/victim/data.txt" 2>&1)"
+check_true "... the linked plan.lua too" test -f "$T/victim/plan.lua"
 api_stop TERM
 
 say "MEC 040 registration is retried until the federator comes up"
