@@ -325,7 +325,8 @@ int mo_api_view_parse(mo_api_view **out, const mo_api_shape *shape, const mo_api
 			goto done;
 		for (char **x = v->exclude; *x; x++)
 			for (const char *const *r = shape->required; r && *r; r++)
-				if (path_covers(*x, *r)) {
+				if (path_covers(*x, *r) || path_covers(*r, *x)) {
+					/* the required attribute, what holds it, or a part of it */
 					rc = mo_error_set(MO_EINVAL, "exclude_fields: %s requires '%s'; it cannot be "
 								     "excluded",
 							  shape->type, *r);
@@ -566,7 +567,9 @@ int mo_api_view_from_request(mo_api_view **out, const mo_api_shape *shape, mo_ap
 	args.exclude_fields = mo_api_query_flag(q, "exclude_fields");
 	args.all_fields = mo_api_query_flag(q, "all_fields");
 	args.exclude_default = mo_api_query_flag(q, "exclude_default");
-	if ((rc = mo_api_view_parse(out, shape, &args)) < 0)
+	if ((rc = mo_api_view_parse(out, shape, &args)) == MO_ENOMEM)
+		mo_api_problem(r, 500, "out of memory");
+	else if (rc < 0)
 		mo_api_problem(r, 400, "%s", mo_error_last()->message);
 	return rc;
 }

@@ -804,8 +804,12 @@ static void job_run(exec *x, job *j, int nargs)
 static void renew_lease(void *ud)
 {
 	exec *x = ud;
-	if (mo_state_lock_renew(x->st, x->o->lease_s) < 0)
-		x->fatal = MO_ESTATE;
+	int rc;
+	x->lease_timer = 0;
+	if ((rc = mo_state_lock_renew(x->st, x->o->lease_s)) < 0) {
+		x->fatal = rc; /* MO_ELOCKED when the lock was lost: exit 5 */
+		return;
+	}
 	mo_loop_timer(x->rt->loop, (int64_t)x->o->lease_s * 1000 / 3, renew_lease, x, &x->lease_timer);
 }
 

@@ -788,9 +788,18 @@ int mo_sources_resolve(mo_sources *s, const char *source, const char *version, c
 	if (!realpath(joined, real)) {
 		int e = errno;
 		mo_free(joined);
+		if (s->confine) /* say nothing of what exists outside */
+			return mo_error_set(MO_ESOURCE, "source '%s': no such module in the package", source);
 		return mo_error_set(MO_ESOURCE, "source '%s': %s", source, strerror(e));
 	}
 	mo_free(joined);
+	if (s->confine) {
+		size_t n = strlen(s->confine);
+		if (strncmp(real, s->confine, n) || (real[n] != '/' && real[n] != '\0'))
+			return mo_error_set(MO_ESOURCE, "source '%s': outside the package (only modules "
+					    "inside it, or remote git URLs, are allowed here)",
+					    source);
+	}
 	mod = mo_sprintf("%s/module.lua", real);
 	if (!mod)
 		return mo_error_set(MO_ENOMEM, "out of memory");
@@ -799,13 +808,6 @@ int mo_sources_resolve(mo_sources *s, const char *source, const char *version, c
 		return mo_error_set(MO_ESOURCE, "source '%s': no module.lua in %s", source, real);
 	}
 	mo_free(mod);
-	if (s->confine) {
-		size_t n = strlen(s->confine);
-		if (strncmp(real, s->confine, n) || (real[n] != '/' && real[n] != '\0'))
-			return mo_error_set(MO_ESOURCE, "source '%s': outside the package (only modules "
-					    "inside it, or remote git URLs, are allowed here)",
-					    source);
-	}
 	*dir = mo_strdup(real);
 	*pinned = mo_strdup(real);
 	if (!*dir || !*pinned) {

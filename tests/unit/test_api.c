@@ -573,6 +573,9 @@ static void test_api_selectors(void **state)
 	a.exclude_fields = "_links";
 	assert_null(projected("i1", a));
 	assert_non_null(strstr(mo_error_last()->message, "requires '_links/self'"));
+	a.exclude_fields = "_links/self/href";
+	assert_null(projected("i1", a));
+	assert_non_null(strstr(mo_error_last()->message, "requires '_links/self'"));
 	a.exclude_fields = "bogus";
 	assert_null(projected("i1", a));
 	assert_non_null(strstr(mo_error_last()->message, "exclude_fields: AppInstanceInfo has no attribute 'bogus'"));
@@ -774,7 +777,7 @@ static void test_api_view_project_pure(void **state)
 						     "_links/terminate,_links/instantiate", "instantiatedAppState",
 						     "instantiatedAppState/operationalState,vimConnectionInfo", NULL };
 	static const char *const pkg_fields[] = { "userDefinedData", "additionalArtifacts,userDefinedData", NULL };
-	static const char *const pkg_excludes[] = { "userDefinedData/team,softwareImages/name",
+	static const char *const pkg_excludes[] = { "userDefinedData/team,appProvider",
 						    "additionalArtifacts/artifactPath", "onboardingFailureDetails",
 						    NULL };
 	static const char *const op_fields[] = { "operationParams", NULL };
