@@ -288,6 +288,19 @@ static int lock_check(mo_state *st)
 	return 0;
 }
 
+/* tx_begin for the state's writes: outside a batch (which checked when it
+ * began) it also checks, inside the transaction, that this handle still
+ * holds the lock it took. */
+static int tx_begin_write(mo_state *st)
+{
+	int rc;
+	if ((rc = tx_begin(st)) < 0 || st->batch)
+		return rc;
+	if ((rc = lock_check(st)) < 0)
+		tx_rollback(st);
+	return rc;
+}
+
 int mo_state_batch_begin(mo_state *st)
 {
 	int rc;
@@ -971,7 +984,7 @@ int mo_state_put(mo_state *st, const mo_resource *r)
 	int64_t serial;
 	int rc, changed = 0;
 
-	if ((rc = res_check(r)) < 0 || (rc = tx_begin(st)) < 0)
+	if ((rc = res_check(r)) < 0 || (rc = tx_begin_write(st)) < 0)
 		return rc;
 	if ((rc = serial_get(st, &serial)) < 0 ||
 	    (rc = res_write(st, r, serial + 1, &changed)) < 0 ||
@@ -987,7 +1000,7 @@ int mo_state_rm(mo_state *st, const char *address)
 
 	if (!address)
 		return mo_error_set(MO_EINVAL, "state: no address given");
-	if ((rc = tx_begin(st)) < 0)
+	if ((rc = tx_begin_write(st)) < 0)
 		return rc;
 	if ((rc = run(st, "DELETE FROM resources WHERE address = ?", "t", address)) < 0)
 		goto done;
@@ -1070,7 +1083,7 @@ int mo_state_mv(mo_state *st, const char *from, const char *to)
 
 	if (!from || !to || !*to)
 		return mo_error_set(MO_EINVAL, "state: mv needs a source and a destination");
-	if ((rc = tx_begin(st)) < 0)
+	if ((rc = tx_begin_write(st)) < 0)
 		return rc;
 	if ((rc = res_exists(st, from)) < 0)
 		goto done;
@@ -1108,7 +1121,7 @@ int mo_state_set_status(mo_state *st, const char *address, int status)
 		return mo_error_set(MO_EINVAL, "state: no address given");
 	if (status < MO_RES_OK || status > MO_RES_DEPOSED)
 		return mo_error_set(MO_EINVAL, "state: bad resource status %d", status);
-	if ((rc = tx_begin(st)) < 0)
+	if ((rc = tx_begin_write(st)) < 0)
 		return rc;
 	if ((rc = serial_get(st, &serial)) < 0 ||
 	    (rc = run(st,
@@ -1145,7 +1158,7 @@ int mo_state_depose(mo_state *st, const char *address, char **deposed)
 		return mo_error_set(MO_EINVAL, "state: no address given");
 	if (strstr(address, DEPOSED_MARK))
 		return mo_error_set(MO_EINVAL, "state: %s is already deposed", address);
-	if ((rc = tx_begin(st)) < 0)
+	if ((rc = tx_begin_write(st)) < 0)
 		return rc;
 	if ((rc = res_exists(st, address)) < 0)
 		goto done;
@@ -1279,7 +1292,7 @@ int mo_state_outputs_set(mo_state *st, json_t *outputs)
 
 	if ((rc = outputs_normalize(outputs, &norm)) < 0)
 		return rc;
-	if ((rc = tx_begin(st)) < 0)
+	if ((rc = tx_begin_write(st)) < 0)
 		goto done;
 	if ((rc = outputs_read(st, &cur)) < 0)
 		goto done;
@@ -1428,7 +1441,7 @@ int mo_state_op_begin(mo_state *st, const char *run_id, int kind, const char *to
 		return mo_error_set(MO_EINVAL, "state: bad operation kind %d", kind);
 	if ((rc = res_check(res)) < 0)
 		return rc;
-	if (!st->batch && (rc = lock_check(st)) < 0)
+	if ((rc = tx_begin_write(st)) < 0)
 		return rc;
 	if ((rc = prep(st, &s, sql)) < 0 ||
 	    (rc = bindv(st, s, "tdtttttotaI", run_id, kind, token, res->address, res->module,
@@ -1437,8 +1450,11 @@ int mo_state_op_begin(mo_state *st, const char *run_id, int kind, const char *to
 		goto done;
 	if (op_id)
 		*op_id = sqlite3_last_insert_rowid(st->db);
+	rc = tx_commit(st);
 done:
 	unprep(st, s);
+	if (rc < 0)
+		tx_rollback(st);
 	return rc;
 }
 
@@ -1466,7 +1482,7 @@ int mo_state_op_finish(mo_state *st, int64_t op_id, const char *status, const ch
 				    "state: an operation applies at most one resource change");
 	if (upsert && (rc = res_check(upsert)) < 0)
 		return rc;
-	if ((rc = tx_begin(st)) < 0)
+	if ((rc = tx_begin_write(st)) < 0)
 		return rc;
 
 	if ((rc = prep(st, &s, "SELECT status FROM operations WHERE id = ?")) < 0 ||

@@ -1025,6 +1025,53 @@ static void test_state_lock_force(void **ts)
 	mo_state_close(b);
 }
 
+/* A handle whose lock was forced away writes nothing more, whatever the
+ * write, until it takes the lock again; the new holder writes freely. */
+static void test_state_lock_lost_writes(void **ts)
+{
+	fixture *f = *ts;
+	mo_state *a = open_ok(f->path), *b = open_ok(f->path);
+	mo_resource *r = mkres("m.t.x", "id-x", "{\"v\":1}", NULL);
+	json_t *outs = json_pack("{s:{s:i,s:b}}", "o", "value", 1, "sensitive", 0);
+	mo_lock_info li;
+	int64_t op = 0;
+
+	assert_int_equal(mo_state_lock(a, "apply", 600, NULL), 0);
+	assert_true(mo_state_holds_lock(a));
+	put(a, "m.t.a", "id-a", "{}", NULL);
+	assert_int_equal(mo_state_lock_get(b, &li), 0);
+	assert_int_equal(mo_state_lock_force(b, li.id), 0);
+	mo_lock_info_clear(&li);
+	assert_int_equal(mo_state_lock(b, "apply", 600, NULL), 0);
+
+	assert_int_equal(mo_state_put(a, r), MO_ELOCKED);
+	assert_error_contains("no longer held");
+	assert_false(mo_state_holds_lock(a));
+	assert_int_equal(mo_state_rm(a, "m.t.a"), MO_ELOCKED);
+	assert_int_equal(mo_state_outputs_set(a, outs), MO_ELOCKED);
+	assert_int_equal(mo_state_op_begin(a, "run-a", MO_OP_CREATE, "tok", r, &op), MO_ELOCKED);
+	assert_int_equal(mo_state_batch_begin(a), MO_ELOCKED);
+
+	/* nothing of a's reached the state; b writes */
+	put(b, "m.t.b", "id-b", "{}", NULL);
+	assert_int_equal(mo_state_op_begin(b, "run-b", MO_OP_CREATE, "tok", r, &op), 0);
+	{
+		mo_resource **list = NULL;
+		size_t n = 0;
+		assert_int_equal(mo_state_list(b, &list, &n), 0);
+		assert_int_equal(n, 2); /* m.t.a (before the takeover) and m.t.b */
+		mo_resource_list_free(list, n);
+	}
+	mo_state_unlock(b);
+	/* a takes the lock again: it writes again */
+	assert_int_equal(mo_state_lock(a, "apply", 600, NULL), 0);
+	put(a, "m.t.c", "id-c", "{}", NULL);
+	json_decref(outs);
+	mo_resource_free(r);
+	mo_state_close(a);
+	mo_state_close(b);
+}
+
 /* ---- sensitive values ---------------------------------------------------------------------- */
 
 static void test_state_secret_key(void **ts)
@@ -1247,6 +1294,7 @@ int main(void)
 		T(test_state_migrate_v1),    T(test_state_newer_schema_refused),
 		T(test_state_lock_conflict), T(test_state_lock_dead_pid),
 		T(test_state_lock_expired),  T(test_state_lock_force),
+		T(test_state_lock_lost_writes),
 		T(test_state_secret_key),    T(test_state_secret_not_stored),
 		T(test_state_alloc_failure), T(test_state_unused_token),
 	};
