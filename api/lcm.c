@@ -190,9 +190,20 @@ static json_t *inst_open_op(mo_api *a, const json_t *inst)
  * never instantiated anywhere.  Terminate and delete rely on it: an
  * instantiate that failed part-way leaves resources that only a terminate
  * in that zone can destroy. */
+/* A TimeStamp {seconds, nanoSeconds} as nanoseconds, for ordering. */
+static long long ts_ns(const json_t *ts)
+{
+	return json_integer_value(json_object_get(ts, "seconds")) * 1000000000LL +
+	       json_integer_value(json_object_get(ts, "nanoSeconds"));
+}
+
+/* The zone the instance's resources are in: its own record, or that of its
+ * latest INSTANTIATE (by startTime: the store's order is not time order
+ * after a restart). */
 static const char *inst_zone(mo_api *a, const json_t *inst)
 {
 	const char *iid = mo_api_jstr(mo_api_rec_doc(inst), "id"), *zone;
+	long long best = -1;
 	json_t *all, *o;
 	size_t i;
 	if ((zone = mo_api_jstr(mo_api_rec_int(inst), "zone")))
@@ -200,9 +211,12 @@ static const char *inst_zone(mo_api *a, const json_t *inst)
 	all = mo_api_store_all(a->st, MO_K_OP);
 	json_array_foreach(all, i, o) {
 		const char *z = mo_api_jstr(mo_api_rec_int(o), "zone");
-		if (z && iid && !strcmp(mo_api_jstr(mo_api_rec_int(o), "instance"), iid) &&
-		    !strcmp(mo_api_jstr(mo_api_rec_doc(o), "lcmOperation"), "INSTANTIATE"))
+		long long t = ts_ns(json_object_get(mo_api_rec_doc(o), "startTime"));
+		if (z && iid && t > best && !strcmp(mo_api_jstr(mo_api_rec_int(o), "instance"), iid) &&
+		    !strcmp(mo_api_jstr(mo_api_rec_doc(o), "lcmOperation"), "INSTANTIATE")) {
 			zone = z; /* the store keeps o alive until the transaction ends */
+			best = t;
+		}
 	}
 	json_decref(all);
 	return zone;

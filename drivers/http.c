@@ -612,17 +612,6 @@ static int has_crlf(const char *s)
 	return strpbrk(s, "\r\n") != NULL;
 }
 
-static int hex_digit(int ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /* http+unix://<socket path, %-encoded>/<path>: the convention of
  * requests-unixsocket and others for a local daemon's socket, e.g.
  * http+unix://%2Frun%2Fpodman%2Fpodman.sock/v1.41/info.  Sets c->unix_path
@@ -630,26 +619,13 @@ static int hex_digit(int ch)
 static int unix_url(mo_http_call *c, const char *url)
 {
 	const char *host = url + strlen("http+unix://");
-	size_t n = strcspn(host, "/?#"), j = 0;
+	size_t n = strcspn(host, "/?#");
 
 	if (n == 0)
 		return mo_error_set(MO_EINVAL, "%s: no socket path; write it %%-encoded, as in "
 				    "http+unix://%%2Frun%%2Fdaemon.sock/path", c->url_shown);
-	if (!(c->unix_path = mo_malloc(n + 1)))
-		return mo_error_set(MO_ENOMEM, "out of memory");
-	for (size_t i = 0; i < n; i++) {
-		int hi, lo;
-		if (host[i] != '%') {
-			c->unix_path[j++] = host[i];
-			continue;
-		}
-		if (i + 2 >= n || (hi = hex_digit((unsigned char)host[i + 1])) < 0 ||
-		    (lo = hex_digit((unsigned char)host[i + 2])) < 0 || (hi == 0 && lo == 0))
-			return mo_error_set(MO_EINVAL, "%s: bad %%-escape in the socket path", c->url_shown);
-		c->unix_path[j++] = (char)(hi * 16 + lo);
-		i += 2;
-	}
-	c->unix_path[j] = '\0';
+	if (!(c->unix_path = mo_pct_decode(host, n)))
+		return mo_error_set(MO_EINVAL, "%s: bad %%-escape in the socket path", c->url_shown);
 	if (c->unix_path[0] != '/')
 		return mo_error_set(MO_EINVAL, "%s: the socket path must be absolute (%%2F...)", c->url_shown);
 	if (!(c->unix_url = mo_sprintf("http://localhost%s%s", host[n] == '/' ? "" : "/", host + n)))

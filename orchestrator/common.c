@@ -354,3 +354,37 @@ int mo_random_hex(char *out, size_t n)
 	out[2 * n] = '\0';
 	return 0;
 }
+
+static int hex_digit(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+char *mo_pct_decode(const char *s, size_t n)
+{
+	char *out = mo_malloc(n + 1), *o = out;
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		int hi, lo;
+		if (s[i] != '%') {
+			*o++ = s[i];
+			continue;
+		}
+		if (i + 2 >= n || (hi = hex_digit((unsigned char)s[i + 1])) < 0 ||
+		    (lo = hex_digit((unsigned char)s[i + 2])) < 0 || (hi | lo) == 0) {
+			mo_free(out);
+			return NULL;
+		}
+		*o++ = (char)(hi * 16 + lo);
+		i += 2;
+	}
+	*o = '\0';
+	return out;
+}

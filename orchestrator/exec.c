@@ -1006,13 +1006,7 @@ int mo_exec_apply(mo_changeset *cs, mo_plan *p, mo_state *st, mo_rt *rt, const m
 				val = json_pack("{s:s}", "$unknown", mo_error_last()->message);
 			}
 			{
-				/* an output built from a secret is sensitive, declared so or not */
-				json_t *masked = sens ? mo_secret_hash(x.key, val) : mo_mask(val, NULL, x.secrets, x.key);
-				if (!sens && !mo_json_equal(masked, val)) {
-					sens = 1;
-					json_decref(masked);
-					masked = mo_secret_hash(x.key, val);
-				}
+				json_t *masked = mo_mask_output(val, &sens, x.secrets, x.key);
 				json_object_set_new(res->outputs, k,
 						    json_pack("{s:O,s:b}", "value", val, "sensitive", sens));
 				json_object_set_new(stored, k, json_pack("{s:o,s:b}", "value", masked, "sensitive", sens));

@@ -196,6 +196,20 @@ char *mo_mask_text(const json_t *secrets, const char *text)
 	return b.ptr;
 }
 
+json_t *mo_mask_output(const json_t *v, int *sensitive, const json_t *secrets, const unsigned char key[32])
+{
+	json_t *masked;
+	if (*sensitive)
+		return mo_secret_hash(key, v);
+	masked = mo_mask(v, NULL, secrets, key);
+	if (masked && !mo_json_equal(masked, v)) {
+		*sensitive = 1;
+		json_decref(masked);
+		masked = mo_secret_hash(key, v);
+	}
+	return masked;
+}
+
 json_t *mo_mask_like(const json_t *v, const json_t *known, const unsigned char key[32])
 {
 	json_t *res, *e;
@@ -378,13 +392,7 @@ static int plan_outputs(mo_changeset *cs, mo_plan *p)
 		int sens = json_is_true(json_object_get(v, "sensitive"));
 		if ((rc = mo_resolve(json_object_get(v, "value"), known_value, cs, &val, NULL)) < 0)
 			return mo_error_prefix("output '%s'", k);
-		masked = sens ? mo_secret_hash(cs->key, val) : mo_mask(val, NULL, p->secrets, cs->key);
-		if (!sens && !mo_json_equal(masked, val)) {
-			/* built from a secret: sensitive, declared so or not */
-			sens = 1;
-			json_decref(masked);
-			masked = mo_secret_hash(cs->key, val);
-		}
+		masked = mo_mask_output(val, &sens, p->secrets, cs->key);
 		json_decref(val);
 		json_object_set_new(cs->outputs, k, json_pack("{s:o,s:b}", "value", masked, "sensitive", sens));
 	}

@@ -83,6 +83,11 @@ int mo_resolve(const json_t *v, mo_lookup_fn lookup, void *ud, json_t **out, int
 json_t *mo_mask(const json_t *v, const mo_rtype *rtype, const json_t *secrets,
 		const unsigned char key[32]);
 
+/* A plan output's value as the state keeps it: a hash when *sensitive, or
+ * when the value holds a secret (then *sensitive becomes 1: an output
+ * built from a secret is sensitive, declared so or not), else v itself.
+ * New reference. */
+json_t *mo_mask_output(const json_t *v, int *sensitive, const json_t *secrets, const unsigned char key[32]);
 /* v (props or outputs read back from a peer) with every value hashed whose
  * counterpart at the same path of `known` (what the state holds) is a
  * sensitive marker.  A secret that has since changed (a rotated password

@@ -478,8 +478,8 @@ static int credentials_file_lookup(const char *file, const mo_git_source *src, c
 		colon = memchr(p, ':', (size_t)(at - p));
 		if (!colon)
 			continue;
-		*user = mo_git_pct_decode(p, (size_t)(colon - p));
-		*pass = mo_git_pct_decode(colon + 1, (size_t)(at - colon - 1));
+		*user = mo_pct_decode(p, (size_t)(colon - p));
+		*pass = mo_pct_decode(colon + 1, (size_t)(at - colon - 1));
 		if (!*user || !*pass) {
 			mo_free(*user);
 			free_secret(*pass);

@@ -23,6 +23,7 @@
 #include "source_int.h"
 #include "common.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -65,38 +66,6 @@ int mo_git_is_full_sha(const char *s)
 		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
 			return 0;
 	return 1;
-}
-
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-char *mo_git_pct_decode(const char *s, size_t n)
-{
-	char *out = mo_malloc(n + 1), *o = out;
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '%') {
-			if (i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0) {
-				mo_free(out);
-				return NULL;
-			}
-			*o++ = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-			i += 2;
-		} else {
-			*o++ = s[i];
-		}
-	}
-	*o = '\0';
-	return out;
 }
 
 /* Normalise a subdir: drop empty and "." components, refuse "..". */
@@ -266,10 +235,10 @@ int mo_git_source_parse(mo_git_source **out, const char *source)
 		if (at) {
 			const char *colon = memchr(rest, ':', (size_t)(at - rest));
 			size_t ulen = colon ? (size_t)(colon - rest) : (size_t)(at - rest);
-			src->url_user = mo_git_pct_decode(rest, ulen);
+			src->url_user = mo_pct_decode(rest, ulen);
 			if (colon)
 				src->url_pass =
-					mo_git_pct_decode(colon + 1, (size_t)(at - colon - 1));
+					mo_pct_decode(colon + 1, (size_t)(at - colon - 1));
 			if (!src->url_user || (colon && !src->url_pass)) {
 				rc = mo_error_set(MO_ESOURCE,
 						  "module source: bad userinfo in git url");
@@ -319,7 +288,7 @@ int mo_git_source_parse(mo_git_source **out, const char *source)
 			size_t n = amp ? (size_t)(amp - q) : strlen(q);
 			if (n > 4 && !strncmp(q, "ref=", 4) && !ref_raw) {
 				ref_raw = mo_strndup(q + 4, n - 4);
-				src->ref = mo_git_pct_decode(q + 4, n - 4);
+				src->ref = mo_pct_decode(q + 4, n - 4);
 				if (!ref_raw || !src->ref) {
 					rc = mo_error_set(MO_ESOURCE,
 							  "module source: bad ?ref= in git url");
@@ -681,7 +650,7 @@ static int is_hex(const char *s, size_t min, size_t max)
 	if (n < min || n > max)
 		return 0;
 	for (; *s; s++)
-		if (hexval(*s) < 0)
+		if (!isxdigit((unsigned char)*s))
 			return 0;
 	return 1;
 }

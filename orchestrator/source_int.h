@@ -73,8 +73,6 @@ int mo_git_source_parse(mo_git_source **out, const char *source);
 void mo_git_source_free(mo_git_source *src);
 int mo_git_is_source(const char *source);
 int mo_git_is_full_sha(const char *s);
-/* %XX-decode n bytes of s into a new string; NULL on a bad escape or OOM. */
-char *mo_git_pct_decode(const char *s, size_t n);
 /* "git+<url>[//subdir]?ref=<commit>" */
 char *mo_git_pinned(const mo_git_source *src, const char *commit);
 
