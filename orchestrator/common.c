@@ -355,7 +355,7 @@ int mo_random_hex(char *out, size_t n)
 	return 0;
 }
 
-static int hex_digit(int c)
+int mo_hex_digit(int c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -377,8 +377,8 @@ char *mo_pct_decode(const char *s, size_t n)
 			*o++ = s[i];
 			continue;
 		}
-		if (i + 2 >= n || (hi = hex_digit((unsigned char)s[i + 1])) < 0 ||
-		    (lo = hex_digit((unsigned char)s[i + 2])) < 0 || (hi | lo) == 0) {
+		if (i + 2 >= n || (hi = mo_hex_digit((unsigned char)s[i + 1])) < 0 ||
+		    (lo = mo_hex_digit((unsigned char)s[i + 2])) < 0 || (hi | lo) == 0) {
 			mo_free(out);
 			return NULL;
 		}

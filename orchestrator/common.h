@@ -104,6 +104,8 @@ int mo_file_write_atomic(const char *path, const void *data, size_t len);
 int mo_random(void *buf, size_t n);
 int mo_random_hex(char *out, size_t n);
 
+/* The value of hexadecimal digit c, or -1. */
+int mo_hex_digit(int c);
 /* %XX-decode n bytes of s into a new string (mo_free); NULL on a bad or
  * %00 escape, or out of memory. */
 char *mo_pct_decode(const char *s, size_t n);

@@ -869,17 +869,6 @@ int64_t mo_state_serial(mo_state *st)
 	return serial;
 }
 
-static int hex_val(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* An empty MECORCH_STATE_KEY counts as unset (a well-known key protects nothing). */
 int mo_state_secret_key(mo_state *st, unsigned char key[32])
 {
@@ -898,7 +887,7 @@ int mo_state_secret_key(mo_state *st, unsigned char key[32])
 		goto done;
 	}
 	for (int i = 0; i < 32; i++) {
-		int hi = hex_val(hex[2 * i]), lo = hex_val(hex[2 * i + 1]);
+		int hi = mo_hex_digit(hex[2 * i]), lo = mo_hex_digit(hex[2 * i + 1]);
 		if (hi < 0 || lo < 0) {
 			rc = mo_error_set(MO_ESTATE, "state %s: malformed secret key", st->path);
 			OPENSSL_cleanse(key, 32);
