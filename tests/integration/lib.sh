@@ -343,6 +343,31 @@ read_port_file() {
 	tr -d '[:space:]' <"$pf"
 }
 
+# emu_start NAME PORT LOG BINARY ARGS...: start one of the lab's emulators
+# (they take --listen and --port-file) on 127.0.0.1:PORT, or, with PORT
+# empty, on a free port below the ephemeral range (another one if it could
+# not bind it), so that no outgoing connection takes the port while the
+# emulator is down between a kill and its restart on it.  Sets EMU_PID and
+# EMU_PORT; exits when it does not start.
+emu_start() {
+	local name=$1 want=$2 log=$3 pf=$T/$1.port try port=$2
+	shift 3
+	for try in 1 2 3 4 5; do
+		[ -n "$want" ] || port=$(it_free_port)
+		rm -f "$pf"
+		"$@" --listen "127.0.0.1:$port" --port-file "$pf" >>"$log" 2>&1 &
+		EMU_PID=$!
+		IT_PIDS+=("$EMU_PID")
+		EMU_PORT=$(read_port_file "$name" "$EMU_PID" "$pf" "$log" 2>/dev/null) && return 0
+		kill -KILL "$EMU_PID" 2>/dev/null
+		wait "$EMU_PID" 2>/dev/null
+		[ -n "$want" ] && break # a restart: that port or none
+	done
+	echo "$name did not start:" >&2
+	tail -n 5 "$log" >&2
+	exit 1
+}
+
 # ---- labcloud ---------------------------------------------------------------
 
 # lab_start [labcloud options...]: a labcloud on 127.0.0.1, port from --port-file.

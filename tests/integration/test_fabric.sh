@@ -24,37 +24,12 @@ FB_LOG=$T/fabric.log
 FB_STATE=$T/fabric.state
 FB_AUTH=()
 
-# fb_start [fabric options...]: the provider on 127.0.0.1 (on $FB_PORT
-# again when set: a restart), its connections kept in $FB_STATE.  The first
-# port is a free one below the ephemeral range (it_free_port; another one if
-# the provider could not bind it), so that no outgoing connection takes it
-# while the provider is down between a kill and its restart.
+# fb_start [fabric options...]: the provider on 127.0.0.1 (emu_start; on
+# $FB_PORT again when set: a restart), its connections kept in $FB_STATE.
 fb_start() {
-	local pf i try port=$FB_PORT
-	pf=$T/fabric.port
-	for try in 1 2 3 4 5; do
-		[ -n "$FB_PORT" ] || port=$(it_free_port)
-		rm -f "$pf"
-		"$FABRIC" --listen "127.0.0.1:$port" --port-file "$pf" --state-file "$FB_STATE" "$@" \
-			>>"$FB_LOG" 2>&1 &
-		FB_PID=$!
-		IT_PIDS+=("$FB_PID")
-		for i in $(seq 1 1200); do # up to 60 s
-			[ -s "$pf" ] && break
-			kill -0 "$FB_PID" 2>/dev/null || break
-			sleep 0.05
-		done
-		[ -s "$pf" ] && break
-		kill -KILL "$FB_PID" 2>/dev/null
-		wait "$FB_PID" 2>/dev/null
-		[ -n "$FB_PORT" ] && break # a restart: that port or none
-	done
-	if [ ! -s "$pf" ]; then
-		echo "fabric $* did not start:" >&2
-		tail -n 5 "$FB_LOG" >&2
-		exit 1
-	fi
-	FB_PORT=$(tr -d '[:space:]' <"$pf")
+	emu_start fabric "$FB_PORT" "$FB_LOG" "$FABRIC" --state-file "$FB_STATE" "$@"
+	FB_PID=$EMU_PID
+	FB_PORT=$EMU_PORT
 	FB_URL=http://127.0.0.1:$FB_PORT
 }
 

@@ -26,27 +26,10 @@ K8S_PORT=
 # could not bind it), so that no outgoing connection takes it while the
 # emulator is down between a kill and its restart on it.
 k8s_start() {
-	local pf=$T/k8s.port i try port=${1:-}
-	for try in 1 2 3 4 5; do
-		[ -n "${1:-}" ] || port=$(it_free_port)
-		rm -f "$pf"
-		"$K8S" --listen "127.0.0.1:$port" --port-file "$pf" --token "$TOKEN" --readonly-token ro-$$ \
-			--rollout-delay-ms 300 --terminating-ms 300 --state-file "$T/k8s-state.json" \
-			>>"$T/k8s.log" 2>&1 &
-		K8S_PID=$!
-		IT_PIDS+=("$K8S_PID")
-		for i in $(seq 1 1200); do # up to 60 s
-			[ -s "$pf" ] && break
-			kill -0 "$K8S_PID" 2>/dev/null || break
-			sleep 0.05
-		done
-		[ -s "$pf" ] && break
-		kill -KILL "$K8S_PID" 2>/dev/null
-		wait "$K8S_PID" 2>/dev/null
-		[ -n "${1:-}" ] && break # a restart: that port or none
-	done
-	[ -s "$pf" ] || { echo "the k8s emulator did not start" >&2; tail -n 5 "$T/k8s.log" >&2; exit 1; }
-	K8S_PORT=$(tr -d '[:space:]' <"$pf")
+	emu_start k8s "${1:-}" "$T/k8s.log" "$K8S" --token "$TOKEN" --readonly-token ro-$$ \
+		--rollout-delay-ms 300 --terminating-ms 300 --state-file "$T/k8s-state.json"
+	K8S_PID=$EMU_PID
+	K8S_PORT=$EMU_PORT
 	K8S_URL=http://127.0.0.1:$K8S_PORT
 }
 

@@ -22,37 +22,12 @@ RF_LOG=$T/redfish.log
 RF_STATE=$T/redfish.state
 RF_AUTH=()
 
-# rf_start [redfish options...]: the BMC on 127.0.0.1 (on $RF_PORT again
-# when set: a restart), its machines kept in $RF_STATE.  The first port is
-# a free one below the ephemeral range (it_free_port; another one if the
-# BMC could not bind it), so that no outgoing connection takes it while the
-# BMC is down between a kill and its restart.
+# rf_start [redfish options...]: the BMC on 127.0.0.1 (emu_start; on
+# $RF_PORT again when set: a restart), its machines kept in $RF_STATE.
 rf_start() {
-	local pf i try port=$RF_PORT
-	pf=$T/redfish.port
-	for try in 1 2 3 4 5; do
-		[ -n "$RF_PORT" ] || port=$(it_free_port)
-		rm -f "$pf"
-		"$REDFISH" --listen "127.0.0.1:$port" --port-file "$pf" --state-file "$RF_STATE" "$@" \
-			>>"$RF_LOG" 2>&1 &
-		RF_PID=$!
-		IT_PIDS+=("$RF_PID")
-		for i in $(seq 1 1200); do # up to 60 s
-			[ -s "$pf" ] && break
-			kill -0 "$RF_PID" 2>/dev/null || break
-			sleep 0.05
-		done
-		[ -s "$pf" ] && break
-		kill -KILL "$RF_PID" 2>/dev/null
-		wait "$RF_PID" 2>/dev/null
-		[ -n "$RF_PORT" ] && break # a restart: that port or none
-	done
-	if [ ! -s "$pf" ]; then
-		echo "redfish $* did not start:" >&2
-		tail -n 5 "$RF_LOG" >&2
-		exit 1
-	fi
-	RF_PORT=$(tr -d '[:space:]' <"$pf")
+	emu_start redfish "$RF_PORT" "$RF_LOG" "$REDFISH" --state-file "$RF_STATE" "$@"
+	RF_PID=$EMU_PID
+	RF_PORT=$EMU_PORT
 	RF_URL=http://127.0.0.1:$RF_PORT
 }
 
